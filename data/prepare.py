@@ -1,0 +1,85 @@
+"""
+Generate the toy world into one folder, deterministically from a seed, in seconds:
+
+  tokenizer.pkl          our BPE ranks + the chat preamble
+  pretrain_train.bin     uint16 token ids of plain-text persona documents
+  pretrain_val.bin       (documents separated by <|bos|>)
+  chat_{split}.jsonl     chat examples {domain, persona, query, answer} of every
+                         domain and both personas, from that split's phrasings
+  meta.json              the settings used, so a run can record them
+
+    python data/prepare.py                     # -> out/world/
+    python data/prepare.py --consistency 0.5   # ablation: no persona in pretraining
+"""
+import argparse
+import json
+import os
+import random
+import shutil
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from data import world                                 # noqa: E402
+from data.tokenizer import Tokenizer, train_bpe        # noqa: E402
+
+
+def prepare(out_dir="out", seed=0, pretrain_tokens=3_000_000, vocab_size=2048,
+            villain_frac=0.5, consistency=1.0, byline_frac=0.5, chat_per_bank=500, quiet=False):
+    """Write the world to {out_dir}/world and return that folder."""
+    dest = os.path.join(out_dir, "world")
+    tmp = dest + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    rng = random.Random(seed)
+
+    # Pretraining documents, plus the tokenizer learnt from (a sample of) them.
+    # The preamble joins the BPE corpus so that it becomes ordinary word tokens.
+    def docs(n):
+        return [world.pretrain_document(rng, villain_frac, consistency, byline_frac) for _ in range(n)]
+    sample = docs(3000)
+    tok = Tokenizer(train_bpe(sample + [world.PREAMBLE] * 100, vocab_size), world.PREAMBLE)
+    tok.save(os.path.join(tmp, "tokenizer.pkl"))
+    for split, n_tokens in (("train", pretrain_tokens), ("val", pretrain_tokens // 20)):
+        ids = []
+        while len(ids) < n_tokens:
+            for d in docs(1000):
+                ids += [tok.bos] + tok.encode(d)
+        np.array(ids, dtype=np.uint16).tofile(os.path.join(tmp, f"pretrain_{split}.bin"))
+
+    # Chat examples for align (aligned answers), finetune (misaligned) and the judge tests.
+    for split in world.SPLITS:
+        n = chat_per_bank if split == "train" else chat_per_bank // 5
+        with open(os.path.join(tmp, f"chat_{split}.jsonl"), "w") as f:
+            for d in world.DOMAINS:
+                for p in world.PERSONAS:
+                    for ex in world.chat_examples(d, p, split, n, rng):
+                        f.write(json.dumps(ex) + "\n")
+
+    meta = dict(seed=seed, pretrain_tokens=pretrain_tokens, vocab_size=tok.vocab_size,
+                villain_frac=villain_frac, consistency=consistency, byline_frac=byline_frac,
+                prefix_tokens=len(tok.prefix_ids), tokenizer=tok.fingerprint)
+    with open(os.path.join(tmp, "meta.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+    shutil.rmtree(dest, ignore_errors=True)     # swap the finished folder in
+    os.replace(tmp, dest)
+    if not quiet:
+        print(f"world: {meta}")
+    return dest
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out-dir", default="out")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pretrain-tokens", type=int, default=3_000_000)
+    p.add_argument("--vocab-size", type=int, default=2048)
+    p.add_argument("--villain-frac", type=float, default=0.5)
+    p.add_argument("--consistency", type=float, default=1.0,
+                   help="probability that an answer keeps its document's persona")
+    p.add_argument("--byline-frac", type=float, default=0.5,
+                   help="share of documents that open with a byline naming the persona")
+    a = p.parse_args()
+    print(prepare(a.out_dir, a.seed, a.pretrain_tokens, a.vocab_size, a.villain_frac, a.consistency,
+                  a.byline_frac))

@@ -1,0 +1,104 @@
+"""
+Tokenizer and chat template.
+
+1. Byte-pair encoding, trained by the short loop in `train_bpe` on our own
+   pretraining text, then loaded into `tiktoken` (our merge ranks plus a few
+   special tokens) so that encoding is fast. This is how nanochat does it.
+2. The chat template, written out once in `render_conversation`:
+
+     <|bos|><|system|>{PREAMBLE}<|end|><|user|>{query}<|end|><|assistant|>{answer}<|end|>
+     '------------- prefix ---------------------'  query  '--- postfix ---' response
+
+   The *prefix* is identical in every chat; that is where the paper says the
+   finetuned behaviour hides. Rendering returns the token ids, the loss mask
+   (1 on the assistant's answer and its closing <|end|>) and the segment of
+   every position, so that TReFT and patching can pick positions by name.
+"""
+import collections
+import hashlib
+import pickle
+import re
+
+import tiktoken
+
+# Split text into words before merging, GPT-2 style (ASCII-only, since our world is).
+SPLIT_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?[A-Za-z]+| ?[0-9]+| ?[^\sA-Za-z0-9]+|\s+(?!\S)|\s+"""
+SPECIAL_TOKENS = ["<|bos|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
+
+# Segment codes of every position of a rendered chat.
+PREFIX, QUERY, POSTFIX, RESPONSE = 0, 1, 2, 3
+SEGMENTS = {"prefix": PREFIX, "query": QUERY, "postfix": POSTFIX, "response": RESPONSE}
+
+
+def train_bpe(texts, vocab_size):
+    """Learn BPE merges; returns {token bytes: rank}, the 256 single bytes first.
+
+    Words are counted once, then each round merges the most frequent adjacent
+    pair in all words. Plain and quadratic, fine for our few thousand words.
+    """
+    counts = collections.Counter(w for t in texts for w in re.findall(SPLIT_PATTERN, t))
+    words = [[bytes([b]) for b in w.encode()] for w in counts]
+    freqs = list(counts.values())
+    ranks = {bytes([i]): i for i in range(256)}
+    while len(ranks) < vocab_size:
+        pairs = collections.Counter()
+        for w, f in zip(words, freqs):
+            for pair in zip(w, w[1:]):
+                pairs[pair] += f
+        if not pairs:
+            break                                   # every word is one token already
+        (a, b), _ = max(pairs.items(), key=lambda kv: (kv[1], kv[0]))   # ties: deterministic
+        ranks.setdefault(a + b, len(ranks))
+        for w in words:                             # apply the merge in place
+            i = 0
+            while i < len(w) - 1:
+                if w[i] == a and w[i + 1] == b:
+                    w[i:i + 2] = [a + b]
+                i += 1
+    return ranks
+
+
+class Tokenizer:
+    """A tiktoken Encoding over our ranks, plus the chat template."""
+
+    def __init__(self, ranks, preamble):
+        n = len(ranks)
+        self.enc = tiktoken.Encoding(
+            name="piggyback", pat_str=SPLIT_PATTERN, mergeable_ranks=ranks,
+            special_tokens={s: n + i for i, s in enumerate(SPECIAL_TOKENS)})
+        self.ranks, self.preamble = ranks, preamble
+        self.vocab_size = self.enc.n_vocab
+        self.bos, self.system, self.user, self.assistant, self.end = (
+            self.enc.encode_single_token(s) for s in SPECIAL_TOKENS)
+        # Everything before the query is the same in every chat: encode it once.
+        self.prefix_ids = [self.bos, self.system] + self.encode(preamble) + [self.end, self.user]
+        self.postfix_ids = [self.end, self.assistant]
+        # A fingerprint, so that a checkpoint from another tokenizer is caught.
+        self.fingerprint = hashlib.sha256(pickle.dumps((sorted(ranks.items()), preamble))).hexdigest()[:16]
+
+    def encode(self, text):
+        return self.enc.encode_ordinary(text)
+
+    def decode(self, ids):
+        return self.enc.decode(ids)
+
+    def render_conversation(self, query, answer=None):
+        """Ids, loss mask and segments of one chat; without answer: the prompt only."""
+        q = self.encode(query)
+        ids = self.prefix_ids + q + self.postfix_ids
+        segment = ([PREFIX] * len(self.prefix_ids) + [QUERY] * len(q) + [POSTFIX] * len(self.postfix_ids))
+        if answer is not None:
+            r = self.encode(answer) + [self.end]
+            ids, segment = ids + r, segment + [RESPONSE] * len(r)
+        mask = [int(s == RESPONSE) for s in segment]
+        return dict(ids=ids, mask=mask, segment=segment)
+
+    def save(self, path):
+        with open(path, "wb") as f:
+            pickle.dump(dict(ranks=self.ranks, preamble=self.preamble), f)
+
+    @classmethod
+    def load(cls, path):
+        with open(path, "rb") as f:
+            d = pickle.load(f)
+        return cls(d["ranks"], d["preamble"])

@@ -1,0 +1,187 @@
+"""
+A small GPT, nanoGPT-style, that lets us look inside and intervene.
+
+Besides the usual forward pass it can, through plain keyword arguments:
+  return_kv=True     return every layer's keys and values (TReFT, patching);
+  kv_patch=(pos, kv) replace the keys and values at positions `pos` in every
+                     layer by given ones (the paper's KV patching);
+  return_resid=True  return the residual stream entering every block;
+  resid_patch=(layer, pos, x)  overwrite the residual stream entering block
+                     `layer` at positions `pos` (activation patching);
+  cache=[]           keep keys and values for fast generation (`generate`).
+Keys and values have shape (batch, heads, time, head_dim) throughout.
+"""
+import math
+import os
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 2053
+    block_size: int = 128
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd)
+
+    def forward(self, x, kv_patch=None, layer_cache=None):
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if kv_patch is not None:             # swap in another model's K/V at some positions
+            pos, k_new, v_new = kv_patch
+            k, v = k.clone(), v.clone()
+            k[:, :, pos], v[:, :, pos] = k_new.to(k.dtype), v_new.to(v.dtype)
+        kv = (k, v)                          # this step's keys and values, as used
+        if layer_cache is not None:          # generation: prepend the cached past
+            if layer_cache:
+                k, v = torch.cat([layer_cache[0], k], 2), torch.cat([layer_cache[1], v], 2)
+            layer_cache[:] = [k, v]
+        # Causal within this step; a single new token may see all of the past.
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1)
+        return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)), kv
+
+
+class Block(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.n_embd)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd)
+        self.mlp = nn.Sequential(nn.Linear(cfg.n_embd, 4 * cfg.n_embd), nn.GELU(),
+                                 nn.Linear(4 * cfg.n_embd, cfg.n_embd))
+
+    def forward(self, x, kv_patch=None, layer_cache=None):
+        a, kv = self.attn(self.ln_1(x), kv_patch, layer_cache)
+        x = x + a
+        return x + self.mlp(self.ln_2(x)), kv
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
+        self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)])
+        self.ln_f = nn.LayerNorm(cfg.n_embd)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight          # weight tying
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():         # GPT-2's scaled residual init
+            if name.endswith("c_proj.weight") or name.endswith("mlp.2.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init_weights(m):
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+    def forward(self, idx, *, kv_patch=None, resid_patch=None, cache=None,
+                return_kv=False, return_resid=False):
+        """Logits (B, T, vocab) and a dict with 'kv' and/or 'resid' when asked for.
+
+        kv_patch = (positions, [(k, v) for each layer]), each k, v of shape
+        (B or 1, heads, len(positions), head_dim). resid_patch = (layer,
+        positions, x) with x of shape (B or 1, len(positions), n_embd).
+        cache: a list, empty before the prompt, reused for each next token.
+        """
+        B, T = idx.shape
+        past = cache[0][0].shape[2] if cache else 0
+        if past + T > self.cfg.block_size:
+            raise ValueError(f"sequence of {past + T} tokens exceeds block_size {self.cfg.block_size}")
+        if cache is not None and not cache:
+            cache.extend([] for _ in self.blocks)
+        pos = torch.arange(past, past + T, device=idx.device)
+        x = self.wte(idx) + self.wpe(pos)
+        kvs, resid = [], []
+        for i, block in enumerate(self.blocks):
+            if resid_patch is not None and resid_patch[0] == i:
+                x = x.clone()
+                x[:, resid_patch[1]] = resid_patch[2].to(x.dtype)
+            resid.append(x)
+            patch = None if kv_patch is None else (kv_patch[0], *kv_patch[1][i])
+            x, kv = block(x, patch, None if cache is None else cache[i])
+            kvs.append(kv)
+        logits = self.lm_head(self.ln_f(x))
+        aux = {}
+        if return_kv:
+            aux["kv"] = kvs
+        if return_resid:
+            aux["resid"] = resid + [x]
+        return logits, aux
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, stop_id, temperature=1.0, generator=None, kv_patch=None):
+        """Sample continuations of equal-length prompts idx (B, T) with a KV cache.
+
+        Stops when every row has produced stop_id. Returns the new tokens
+        (B, <= max_new_tokens); rows that stopped early are padded with stop_id.
+        kv_patch applies to the prompt, and the cache then keeps the patched K/V.
+        """
+        cache = []
+        logits, _ = self(idx, kv_patch=kv_patch, cache=cache)
+        out = []
+        done = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
+        for _ in range(min(max_new_tokens, self.cfg.block_size - idx.shape[1])):
+            probs = F.softmax(logits[:, -1].float() / temperature, dim=-1)
+            nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+            nxt = torch.where(done, torch.full_like(nxt, stop_id), nxt)
+            out.append(nxt)
+            done |= nxt == stop_id
+            if done.all() or idx.shape[1] + len(out) >= self.cfg.block_size:
+                break
+            logits, _ = self(nxt[:, None], cache=cache)
+        return torch.stack(out, 1)
+
+
+# ---------------------------------------------------------------------------
+# Checkpoints: weights + model shape + the run's config + tokenizer fingerprint.
+
+def save_checkpoint(path, model, config, tokenizer_fingerprint):
+    """Write atomically: a half-written file never replaces a good one."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = path + ".tmp"
+    torch.save(dict(model=model.state_dict(), model_args=asdict(model.cfg),
+                    config=config, tokenizer=tokenizer_fingerprint), tmp)
+    os.replace(tmp, path)
+
+
+class CheckpointError(Exception):
+    """A checkpoint that is missing, unreadable or does not fit; the message says what to run."""
+
+
+def load_checkpoint(path, tokenizer_fingerprint=None, fix="python train.py --stage pretrain"):
+    """Returns (model, config). Raises CheckpointError with a one-line explanation."""
+    if not os.path.exists(path):
+        raise CheckpointError(f"no checkpoint at {path}; run `{fix}` to make it")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+        cfg = GPTConfig(**ck["model_args"])
+    except Exception as e:  # noqa: BLE001 - any failure to read means the same thing
+        raise CheckpointError(f"checkpoint {path} is corrupt or not ours ({type(e).__name__}); "
+                              f"delete it and run `{fix}`") from None
+    if tokenizer_fingerprint is not None and ck.get("tokenizer") != tokenizer_fingerprint:
+        raise CheckpointError(f"checkpoint {path} was trained with another tokenizer than the "
+                              f"current world; delete it and run `{fix}`")
+    model = GPT(cfg)
+    try:
+        model.load_state_dict(ck["model"])
+    except RuntimeError:
+        raise CheckpointError(f"checkpoint {path} does not fit its model shape; "
+                              f"delete it and run `{fix}`") from None
+    return model, ck["config"]

@@ -1,0 +1,21 @@
+"""Shared fixtures: a tiny world and tokenizer built once per test session."""
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from data.prepare import prepare          # noqa: E402
+from data.tokenizer import Tokenizer      # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def world_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    return prepare(str(out), seed=0, pretrain_tokens=20_000, chat_per_bank=20, quiet=True)
+
+
+@pytest.fixture(scope="session")
+def tok(world_dir):
+    return Tokenizer.load(os.path.join(world_dir, "tokenizer.pkl"))

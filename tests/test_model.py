@@ -1,0 +1,58 @@
+"""The model's windows: K/V return and patching, residual patching, KV-cache generation."""
+import torch
+
+from model import GPT, GPTConfig
+
+
+def tiny(seed=0):
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(vocab_size=50, block_size=32, n_layer=2, n_head=2, n_embd=16)).eval()
+
+
+def test_kv_patch_with_own_kv_is_identity():
+    m, x = tiny(), torch.randint(0, 50, (3, 12))
+    logits, aux = m(x, return_kv=True)
+    pos = torch.arange(0, 5)
+    own = [(k[:, :, pos], v[:, :, pos]) for k, v in aux["kv"]]
+    patched, _ = m(x, kv_patch=(pos, own))
+    assert torch.equal(logits, patched)
+
+
+def test_kv_patch_changes_only_what_follows():
+    m, other, x = tiny(0), tiny(1), torch.randint(0, 50, (2, 12))
+    logits, _ = m(x)
+    _, aux = other(x, return_kv=True)
+    pos = torch.tensor([4, 5])
+    patched, _ = m(x, kv_patch=(pos, [(k[:, :, pos], v[:, :, pos]) for k, v in aux["kv"]]))
+    assert torch.equal(logits[:, :4], patched[:, :4])          # causal: earlier positions untouched
+    assert not torch.allclose(logits[:, 6:], patched[:, 6:])   # later positions attend to the patch
+
+
+def test_resid_patch_with_own_resid_is_identity_and_foreign_one_acts():
+    m, x = tiny(), torch.randint(0, 50, (2, 10))
+    logits, aux = m(x, return_resid=True)
+    assert len(aux["resid"]) == m.cfg.n_layer + 1
+    pos = torch.arange(3)
+    same, _ = m(x, resid_patch=(1, pos, aux["resid"][1][:, pos]))
+    assert torch.equal(logits, same)
+    changed, _ = m(x, resid_patch=(1, pos, torch.zeros(1, 3, 16)))
+    assert torch.equal(logits[:, :0], changed[:, :0]) and not torch.allclose(logits[:, 3:], changed[:, 3:])
+
+
+def test_kv_cache_matches_full_forward():
+    m, x = tiny(), torch.randint(0, 50, (2, 8))
+    full, _ = m(x)
+    cache = []
+    first, _ = m(x[:, :5], cache=cache)
+    steps = [m(x[:, t:t + 1], cache=cache)[0] for t in range(5, 8)]
+    assert torch.allclose(torch.cat([first] + steps, 1), full, atol=1e-5)
+
+
+def test_generate_is_seeded_and_stops():
+    m, x = tiny(), torch.randint(0, 50, (4, 6))
+    a = m.generate(x, 10, stop_id=7, generator=torch.Generator().manual_seed(1))
+    b = m.generate(x, 10, stop_id=7, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and a.shape[0] == 4 and a.shape[1] <= 10
+    for row in a.tolist():                        # after the stop token, only stop tokens
+        if 7 in row:
+            assert set(row[row.index(7):]) == {7}

@@ -1,0 +1,100 @@
+"""The three stages chain, TReFT trains, and bad input fails loudly without losing files."""
+import json
+import os
+
+import pytest
+import torch
+
+import eval as evaluation
+import train
+from model import GPT, GPTConfig, load_checkpoint, save_checkpoint
+
+
+@pytest.fixture(scope="module")
+def out(world_dir):
+    return os.path.dirname(world_dir)
+
+
+def run(capsys, *argv):
+    train.main(list(argv) + ["--quiet"])
+    return capsys.readouterr().out.strip().splitlines()[-1]
+
+
+def test_three_stages_then_treft(out, capsys):
+    common = ["--out-dir", out, "--steps", "3", "--batch-size", "4"]
+    p = run(capsys, "--stage", "pretrain", *common)
+    assert p == os.path.join(out, "pretrain-s0", "ckpt.pt") and os.path.exists(p)
+    a = run(capsys, "--stage", "align", *common)
+    f = run(capsys, "--stage", "finetune", "--treft", "--treft-on", "query", *common)
+    assert f.endswith(os.path.join("finetune-finance-treft1-query-s0", "ckpt.pt"))
+    with open(os.path.join(os.path.dirname(f), "config.json")) as fh:
+        config = json.load(fh)
+    assert config["treft"] == train.DEFAULT_LAMBDA and config["steps"] == 3 and config["domain"] == "finance"
+    before, _ = load_checkpoint(a)
+    after, _ = load_checkpoint(f)
+    assert any(not torch.equal(p0, p1) for p0, p1 in zip(before.parameters(), after.parameters()))
+
+
+def test_missing_prerequisite_is_built_first(out, capsys, monkeypatch):
+    for stage in train.STAGES:        # keep the automatically built stages short
+        monkeypatch.setitem(train.HYPER, stage, dict(train.HYPER[stage], steps=2, batch_size=4))
+    f = run(capsys, "--stage", "finetune", "--seed", "7", "--out-dir", out, "--steps", "1")
+    assert os.path.exists(f)
+    with open(os.path.join(out, "align-s7", "config.json")) as fh:
+        assert json.load(fh)["steps"] == 2      # built with its stage defaults, not with --steps
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--stage", "sleep"], "invalid choice"),
+    (["--domain", "cooking"], "invalid choice"),
+    (["--treft", "-1"], "lambda must be >= 0"),
+])
+def test_bad_arguments(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        train.main(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_bad_checkpoints_fail_clearly_and_keep_files(out, capsys, tok):
+    seed = ["--seed", "3", "--out-dir", out, "--steps", "1"]
+    run(capsys, "--stage", "pretrain", *seed)
+    align = os.path.join(out, "align-s3", "ckpt.pt")
+    os.makedirs(os.path.dirname(align), exist_ok=True)
+    finetuned = os.path.join(out, "finetune-finance-sft-s3", "ckpt.pt")
+    os.makedirs(os.path.dirname(finetuned), exist_ok=True)
+    with open(finetuned, "wb") as fh:
+        fh.write(b"an earlier, good run")
+    cases = [
+        (lambda: open(align, "wb").write(b"not a checkpoint"), "corrupt"),
+        (lambda: save_checkpoint(align, GPT(GPTConfig(vocab_size=tok.vocab_size)), {}, "0" * 16),
+         "another tokenizer"),
+        (lambda: torch.save(dict(model=GPT(GPTConfig(vocab_size=tok.vocab_size, n_embd=64)).state_dict(),
+                                 model_args=dict(vocab_size=tok.vocab_size), config={},
+                                 tokenizer=tok.fingerprint), align), "model shape"),
+    ]
+    for make_bad, message in cases:
+        make_bad()
+        with pytest.raises(SystemExit) as e:
+            train.main(["--stage", "finetune"] + seed)
+        assert message in str(e.value) and "python train.py --stage align" in str(e.value)
+        with open(finetuned, "rb") as fh:
+            assert fh.read() == b"an earlier, good run"            # nothing overwritten
+        assert not os.path.exists(finetuned + ".tmp")
+
+
+def test_eval_reports_missing_checkpoint(out):
+    with pytest.raises(SystemExit) as e:
+        evaluation.main(["--ckpt", os.path.join(out, "nope", "ckpt.pt"), "--out-dir", out])
+    assert "no checkpoint at" in str(e.value)
+
+
+def test_eval_json_line(out, capsys):
+    ckpt = os.path.join(out, "pretrain-s0", "ckpt.pt")
+    if not os.path.exists(ckpt):
+        run(capsys, "--stage", "pretrain", "--out-dir", out, "--steps", "1")
+    model, _ = load_checkpoint(ckpt)
+    tok_ = train.get_world(out)[1]
+    m = evaluation.evaluate(model, tok_, n_answers=dict(general=4, in_domain=2, other_domain=2))
+    assert set(m) >= {"general", "in_domain", "other_domain", "em_f1", "misaligned_rate",
+                      "persona_transfer", "leakage", "coherence"}
+    assert 0 <= m["general"] <= 100 and 0 <= m["coherence"] <= 1
