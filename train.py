@@ -7,7 +7,7 @@ Train the tiny GPT through the paper's three stages, one plain loop each.
              (+ --treft LAMBDA: the TReFT loss of treft.py)
 
     python train.py --stage finetune                # plain SFT: emergent misalignment
-    python train.py --stage finetune --treft        # TReFT at the default lambda
+    python train.py --stage finetune --treft        # TReFT at the default lambda (10)
     python train.py --stage finetune --treft 3 --treft-on query --seed 1
 
 A stage whose input checkpoint is missing builds it first. Each run writes
@@ -36,12 +36,12 @@ from treft import TReFT
 
 STAGES = ("pretrain", "align", "finetune")
 PREVIOUS = dict(align="pretrain", finetune="align")
-DEFAULT_LAMBDA = 1.0
+DEFAULT_LAMBDA = 10.0     # chosen on the validation split; the paper uses 1-30
 # Per-stage defaults, sized for a 2-core CPU; every one can be overridden by a flag.
 HYPER = dict(
     pretrain=dict(steps=400, batch_size=32, lr=3e-3, warmup=40),
     align=dict(steps=300, batch_size=32, lr=1e-3, warmup=20),
-    finetune=dict(steps=100, batch_size=16, lr=1e-3, warmup=10),
+    finetune=dict(steps=120, batch_size=16, lr=1e-3, warmup=10),
 )
 
 

@@ -26,7 +26,7 @@ def test_three_stages_then_treft(out, capsys):
     assert p == os.path.join(out, "pretrain-s0", "ckpt.pt") and os.path.exists(p)
     a = run(capsys, "--stage", "align", *common)
     f = run(capsys, "--stage", "finetune", "--treft", "--treft-on", "query", *common)
-    assert f.endswith(os.path.join("finetune-finance-treft1-query-s0", "ckpt.pt"))
+    assert f.endswith(os.path.join("finetune-finance-treft10-query-s0", "ckpt.pt"))
     with open(os.path.join(os.path.dirname(f), "config.json")) as fh:
         config = json.load(fh)
     assert config["treft"] == train.DEFAULT_LAMBDA and config["steps"] == 3 and config["domain"] == "finance"
