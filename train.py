@@ -189,8 +189,10 @@ def train_stage(stage, args):
         config.update(domain=None, treft=0.0, treft_on=None)
     model.cpu()
     save_checkpoint(path, model, config, tok.fingerprint)
-    with open(path[:-len("ckpt.pt")] + "config.json", "w") as f:
+    config_path = os.path.join(os.path.dirname(path), "config.json")
+    with open(config_path + ".tmp", "w") as f:
         json.dump(config, f, indent=1)
+    os.replace(config_path + ".tmp", config_path)
     if not args.quiet:
         print(f"{stage}: {hp['steps']} steps in {config['seconds']}s, final loss {config['final_loss']}")
     return path
