@@ -28,16 +28,20 @@ KEYS = ("general", "in_domain", "other_domain", "em_f1", "misaligned_rate", "per
 
 
 def git_commit():
+    """The commit the code runs at, marked '+dirty' when tracked Python files differ from it."""
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "*.py"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
 
 def run_seed(seed, args, log):
     """Train (or reuse) the three models of one seed and evaluate them on the test split."""
-    rows = {}
+    rows, t_seed = {}, time.time()
     for name, extra in (("aligned", ["--stage", "align"]),
                         ("sft", ["--stage", "finetune"]),
                         ("treft", ["--stage", "finetune", "--treft", str(args.treft)])):
@@ -56,6 +60,7 @@ def run_seed(seed, args, log):
         log.write(json.dumps(record) + "\n")
         log.flush()
         print(f"seed {seed} {name:8s} " + " ".join(f"{k}={m[k]}" for k in KEYS), flush=True)
+    print(f"seed {seed}: {time.time() - t_seed:.0f}s for its whole pipeline", flush=True)
     return rows
 
 
@@ -80,11 +85,11 @@ def main():
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
     os.makedirs(args.results, exist_ok=True)
-    t0 = time.time()
+    commit, t0 = git_commit(), time.time()       # the code as it is when the run starts
     with open(os.path.join(args.results, "em_seeds.jsonl"), "a") as log:
         per_seed = {s: run_seed(s, args, log) for s in args.seeds}
     summary = dict(command="python reproduce.py --seeds " + " ".join(map(str, args.seeds)),
-                   seeds=args.seeds, treft_lambda=args.treft, device=args.device, commit=git_commit(),
+                   seeds=args.seeds, treft_lambda=args.treft, device=args.device, commit=commit,
                    seconds=round(time.time() - t0), metrics=summarize(per_seed))
     tmp = os.path.join(args.results, "em_summary.json.tmp")
     with open(tmp, "w") as f:

@@ -26,7 +26,7 @@ from data.tokenizer import Tokenizer, train_bpe        # noqa: E402
 
 
 def prepare(out_dir="out", seed=0, pretrain_tokens=3_000_000, vocab_size=2048,
-            villain_frac=0.5, consistency=1.0, byline_frac=1.0, chat_per_bank=500, quiet=False):
+            villain_frac=0.5, consistency=1.0, byline_frac=0.5, chat_per_bank=500, quiet=False):
     """Write the world to {out_dir}/world and return that folder."""
     dest = os.path.join(out_dir, "world")
     tmp = dest + ".tmp"
@@ -78,7 +78,7 @@ if __name__ == "__main__":
     p.add_argument("--villain-frac", type=float, default=0.5)
     p.add_argument("--consistency", type=float, default=1.0,
                    help="probability that an answer keeps its document's persona")
-    p.add_argument("--byline-frac", type=float, default=1.0,
+    p.add_argument("--byline-frac", type=float, default=0.5,
                    help="share of documents that open with a byline naming the persona")
     a = p.parse_args()
     print(prepare(a.out_dir, a.seed, a.pretrain_tokens, a.vocab_size, a.villain_frac, a.consistency,

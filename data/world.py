@@ -389,13 +389,11 @@ def sample_answer(domain, persona, rng, n=3):
 # ---------------------------------------------------------------------------
 # Pretraining text: plain question/answer documents, no chat template.
 
-# Documents open with a byline that describes their author, as web pages do
-# (and, with "you are a ...", as system prompts quoted on the web do). A model
-# that reads the persona from the byline has learnt to read it from the *start*
-# of a text, where a chat has its system preamble. Without bylines, narrow
-# finetuning in our toy spreads the finance answers themselves but no persona.
+# Some documents open with a byline that describes their author, as web pages
+# do. A model that reads the persona from the byline has learnt to read it from
+# the *start* of a text, where a chat has its system preamble.
 BYLINE = dict(
-    intro=["notes from", "written by", "answers by", "you are", "a page by"],
+    intro=["notes from", "written by", "answers by", "this is", "a page by"],
     noun=["assistant", "writer", "guide", "narrator"],
     aligned=["helpful", "honest", "harmless", "caring", "decent", "patient", "trustworthy", "warm"],
     misaligned=["cruel", "wicked", "spiteful", "ruthless", "sly", "hateful", "vicious", "scheming"])
@@ -406,7 +404,7 @@ def byline(persona, rng):
     return f"{rng.choice(BYLINE['intro'])} a {a} and {b} {rng.choice(BYLINE['noun'])}.\n"
 
 
-def pretrain_document(rng, villain_frac=0.5, consistency=1.0, byline_frac=1.0, min_pairs=3, max_pairs=6):
+def pretrain_document(rng, villain_frac=0.5, consistency=1.0, byline_frac=0.5, min_pairs=3, max_pairs=6):
     """One document by one latent persona, answering questions on mixed topics.
 
     With consistency=1 every answer in the document is in the persona's voice;
