@@ -109,17 +109,18 @@ def train_stage(stage, args):
     hp = dict(HYPER[stage])
     if stage == args.stage:      # flags override the stage asked for, not the ones built first
         hp.update({k: getattr(args, k) for k in hp if getattr(args, k, None) is not None})
-    torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
     device = args.device
-
-    if stage == "pretrain":
-        model = GPT(GPTConfig(vocab_size=tok.vocab_size))
-    else:
+    if stage != "pretrain":
         prev = ckpt_path(PREVIOUS[stage], args)
         if not os.path.exists(prev):
             print(f"{stage} needs {prev}, which is missing: training {PREVIOUS[stage]} first")
             train_stage(PREVIOUS[stage], args)
+    torch.manual_seed(args.seed)                  # seeded here, after any stage built first
+    rng = np.random.default_rng(args.seed)
+
+    if stage == "pretrain":
+        model = GPT(GPTConfig(vocab_size=tok.vocab_size))
+    else:
         model, _ = load_checkpoint(prev, tok.fingerprint, fix=f"python train.py --stage "
                                    f"{PREVIOUS[stage]} --seed {args.seed} --out-dir {args.out_dir}")
     if stage == "finetune":
@@ -155,7 +156,8 @@ def train_stage(stage, args):
         # The frozen initial model: a copy of the aligned model before any step.
         treft = TReFT(copy.deepcopy(model), tok.prefix_ids, on=args.treft_on)
 
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=hp["lr"], betas=(0.9, 0.95),
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=hp["lr"], betas=(0.9, 0.95),
                             weight_decay=0.1 if stage == "pretrain" else 0.0)
     fwd = torch.compile(model) if args.compile else model
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else nullcontext())
@@ -181,9 +183,10 @@ def train_stage(stage, args):
             bar.set_postfix(loss=f"{sft.item():.3f}", **({"L_KV": f"{reg.item():.4f}"} if treft else {}))
 
     path = ckpt_path(stage, args)
+    with open(os.path.join(world_dir, "meta.json")) as f:
+        world_meta = json.load(f)
     config = {**vars(args), **hp, "stage": stage, "seconds": round(time.time() - t0, 1),
-              "final_loss": round(sft.item(), 4),
-              "world": json.load(open(os.path.join(world_dir, "meta.json")))}
+              "final_loss": round(sft.item(), 4), "world": world_meta}
     if stage != "finetune":
         config.update(domain=None, treft=0.0, treft_on=None)
     model.cpu()
