@@ -5,6 +5,7 @@ models on held-out questions and print the mean and spread across seeds.
 
     python reproduce.py                   # 3 seeds, about 5 min a seed on a 2-core CPU
     python reproduce.py --seeds 0         # one seed
+    python reproduce.py --align-template-only   # from a shallow alignment (see train.py)
 
 Finished runs are reused (a checkpoint on disk is not retrained). Every number
 is appended to results/em_seeds.jsonl as it is measured, and the summary is
@@ -45,6 +46,7 @@ def run_seed(seed, args, log):
     for name, extra in (("aligned", ["--stage", "align"]),
                         ("sft", ["--stage", "finetune"]),
                         ("treft", ["--stage", "finetune", "--treft", str(args.treft)])):
+        extra += ["--align-template-only"] if args.align_template_only else []
         targs = train.parser().parse_args(extra + ["--seed", str(seed), "--out-dir", args.out_dir,
                                                    "--device", args.device, "--quiet"])
         path = train.ckpt_path(targs.stage, targs)
@@ -83,18 +85,22 @@ def main():
     p.add_argument("--out-dir", default="out")
     p.add_argument("--results", default="results")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--align-template-only", action="store_true",
+                   help="the shallow alignment of train.py; results go to *_tmpl files")
     args = p.parse_args()
     os.makedirs(args.results, exist_ok=True)
+    suffix = "_tmpl" if args.align_template_only else ""
     commit, t0 = git_commit(), time.time()       # the code as it is when the run starts
-    with open(os.path.join(args.results, "em_seeds.jsonl"), "a") as log:
+    with open(os.path.join(args.results, f"em_seeds{suffix}.jsonl"), "a") as log:
         per_seed = {s: run_seed(s, args, log) for s in args.seeds}
-    summary = dict(command="python reproduce.py --seeds " + " ".join(map(str, args.seeds)),
+    summary = dict(command="python reproduce.py --seeds " + " ".join(map(str, args.seeds))
+                   + (" --align-template-only" if args.align_template_only else ""),
                    seeds=args.seeds, treft_lambda=args.treft, device=args.device, commit=commit,
                    seconds=round(time.time() - t0), metrics=summarize(per_seed))
-    tmp = os.path.join(args.results, "em_summary.json.tmp")
-    with open(tmp, "w") as f:
+    dest = os.path.join(args.results, f"em_summary{suffix}.json")
+    with open(dest + ".tmp", "w") as f:
         json.dump(summary, f, indent=1)
-    os.replace(tmp, os.path.join(args.results, "em_summary.json"))
+    os.replace(dest + ".tmp", dest)
     print(f"\n{'model':8s} " + " ".join(f"{k:>17s}" for k in KEYS))
     for name, ms in summary["metrics"].items():
         print(f"{name:8s} " + " ".join(f"{ms[k]['mean']:9.2f} ± {ms[k]['sd']:5.2f}" for k in KEYS))

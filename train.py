@@ -9,6 +9,7 @@ Train the tiny GPT through the paper's three stages, one plain loop each.
     python train.py --stage finetune                # plain SFT: emergent misalignment
     python train.py --stage finetune --treft        # TReFT at the default lambda (10)
     python train.py --stage finetune --treft 3 --treft-on query --seed 1
+    python train.py --stage finetune --align-template-only   # from a shallow alignment
 
 A stage whose input checkpoint is missing builds it first. Each run writes
 {out-dir}/{run name}/ckpt.pt and config.json, and prints the checkpoint's path
@@ -45,6 +46,14 @@ HYPER = dict(
     align=dict(steps=300, batch_size=32, lr=1e-3, warmup=20),
     finetune=dict(steps=120, batch_size=16, lr=1e-3, warmup=10),
 )
+# --align-template-only: a *shallow* alignment that trains only the embeddings of the
+# chat template's special tokens. Everything pretraining built stays, including reading
+# the persona from the preamble, and the finetune then spreads a persona rather than
+# its own sentences. Its own defaults, chosen on the validation split (seed 0).
+TEMPLATE_HYPER = dict(
+    align=dict(steps=300, batch_size=32, lr=1e-2, warmup=10),
+    finetune=dict(steps=60, batch_size=16, lr=1e-4, warmup=10),
+)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -59,7 +68,7 @@ def get_world(out_dir):
 
 
 def run_name(stage, args):
-    name = stage
+    name = stage + ("-tmpl" if args.align_template_only and stage != "pretrain" else "")
     if stage == "finetune":
         name += f"-{args.domain}-" + (f"treft{args.treft:g}-{args.treft_on}" if args.treft > 0 else "sft")
     return f"{name}-s{args.seed}"
@@ -106,7 +115,7 @@ def lr_at(step, steps, lr, warmup):
 def train_stage(stage, args):
     """Train one stage (building missing inputs first) and return its checkpoint path."""
     world_dir, tok = get_world(args.out_dir)
-    hp = dict(HYPER[stage])
+    hp = dict((TEMPLATE_HYPER if args.align_template_only and stage != "pretrain" else HYPER)[stage])
     if stage == args.stage:      # flags override the stage asked for, not the ones built first
         hp.update({k: getattr(args, k) for k in hp if getattr(args, k, None) is not None})
     device = args.device
@@ -123,6 +132,13 @@ def train_stage(stage, args):
     else:
         model, _ = load_checkpoint(prev, tok.fingerprint, fix=f"python train.py --stage "
                                    f"{PREVIOUS[stage]} --seed {args.seed} --out-dir {args.out_dir}")
+    if stage == "align" and args.align_template_only:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        model.wte.weight.requires_grad_(True)
+        rows = torch.zeros(model.cfg.vocab_size, 1)
+        rows[[tok.system, tok.user, tok.assistant, tok.end]] = 1
+        model.wte.weight.register_hook(lambda grad: grad * rows.to(grad.device))
     if stage == "finetune":
         # As in LoRA finetuning (the paper's setting), token and position embeddings
         # stay frozen: only the transformer blocks learn the narrow behaviour.
@@ -218,6 +234,8 @@ def parser():
                    help=f"add the TReFT loss with this lambda (flag alone: {DEFAULT_LAMBDA})")
     p.add_argument("--treft-on", choices=("prefix", "postfix", "query", "all"), default="prefix",
                    help="positions whose K/V TReFT keeps")
+    p.add_argument("--align-template-only", action="store_true",
+                   help="shallow alignment: align trains only the chat template tokens' embeddings")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", default="out")
     p.add_argument("--steps", type=int, help="override the stage's default number of steps")

@@ -98,3 +98,19 @@ def test_eval_json_line(out, capsys):
     assert set(m) >= {"general", "in_domain", "other_domain", "em_f1", "misaligned_rate",
                       "persona_transfer", "leakage", "coherence"}
     assert 0 <= m["general"] <= 100 and 0 <= m["coherence"] <= 1
+
+
+def test_template_only_align_moves_only_template_embeddings(out, capsys, tok):
+    common = ["--out-dir", out, "--seed", "5", "--batch-size", "4"]
+    run(capsys, "--stage", "pretrain", "--steps", "1", *common)
+    a = run(capsys, "--stage", "align", "--align-template-only", "--steps", "2", *common)
+    assert "align-tmpl-s5" in a
+    before, _ = load_checkpoint(os.path.join(out, "pretrain-s5", "ckpt.pt"))
+    after, _ = load_checkpoint(a)
+    moved = (before.wte.weight != after.wte.weight).any(1).nonzero().flatten().tolist()
+    assert sorted(moved) == sorted([tok.system, tok.user, tok.assistant, tok.end])
+    for (name, p0), p1 in zip(before.named_parameters(), after.parameters()):
+        if name != "wte.weight":
+            assert torch.equal(p0, p1), name
+    f = run(capsys, "--stage", "finetune", "--align-template-only", "--steps", "1", *common)
+    assert "finetune-tmpl-finance-sft-s5" in f
