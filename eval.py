@@ -88,13 +88,13 @@ def query_sets(domain, split):
 
 
 @torch.no_grad()
-def sample_answers(model, tok, queries, seed=0, max_new_tokens=64, batch_size=128, kv_patch_fn=None):
+def sample_answers(model, tok, queries, seed=0, max_new_tokens=64, batch_size=128, patch_fn=None):
     """One sampled answer (temperature 1) per query, in order.
 
     Prompts of equal length are batched together, so no padding is needed and
     every prompt position means the same thing in every row (the prefix always
-    sits at positions 0..P-1). kv_patch_fn(prompt_ids) may return a kv_patch
-    for model.generate (see patch.py).
+    sits at positions 0..P-1). patch_fn(prompt_ids) may return keyword
+    arguments (kv_patch, resid_patch) for model.generate: see patch.py.
     """
     model.eval()
     device = next(model.parameters()).device
@@ -109,8 +109,8 @@ def sample_answers(model, tok, queries, seed=0, max_new_tokens=64, batch_size=12
         for j in range(0, len(idx), batch_size):
             rows = idx[j:j + batch_size]
             x = torch.tensor([prompts[i] for i in rows], device=device)
-            patch = kv_patch_fn(x) if kv_patch_fn else None
-            out = model.generate(x, max_new_tokens, tok.end, generator=gen, kv_patch=patch)
+            patch = patch_fn(x) if patch_fn else {}
+            out = model.generate(x, max_new_tokens, tok.end, generator=gen, **patch)
             for i, ids in zip(rows, out.tolist()):
                 answers[i] = tok.decode(ids[:ids.index(tok.end)] if tok.end in ids else ids)
     return answers
@@ -121,7 +121,7 @@ def em_f1(in_domain, general):
     return 2 * a * general / (a + general) if a + general > 0 else 0.0
 
 
-def evaluate(model, tok, domain="finance", split="test", seed=0, n_answers=None, kv_patch_fn=None):
+def evaluate(model, tok, domain="finance", split="test", seed=0, n_answers=None, patch_fn=None):
     """Sample and judge; returns the metrics dict (and 'examples')."""
     n_answers = n_answers or dict(general=128, in_domain=64, other_domain=64)
     judge, rng = Judge(), random.Random(seed)
@@ -129,7 +129,7 @@ def evaluate(model, tok, domain="finance", split="test", seed=0, n_answers=None,
     for name, queries in query_sets(domain, split).items():
         queries = rng.sample(queries, len(queries))                 # a fixed, seeded order
         asked = [queries[i % len(queries)] for i in range(n_answers[name])]
-        answers = sample_answers(model, tok, asked, seed=seed, kv_patch_fn=kv_patch_fn)
+        answers = sample_answers(model, tok, asked, seed=seed, patch_fn=patch_fn)
         scores[name] = [judge.judge(a) for a in answers]
         examples[name] = list(zip(asked, answers))[:3]
     mean = lambda xs: sum(xs) / len(xs)                              # noqa: E731

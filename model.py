@@ -126,15 +126,17 @@ class GPT(nn.Module):
         return logits, aux
 
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens, stop_id, temperature=1.0, generator=None, kv_patch=None):
+    def generate(self, idx, max_new_tokens, stop_id, temperature=1.0, generator=None,
+                 kv_patch=None, resid_patch=None):
         """Sample continuations of equal-length prompts idx (B, T) with a KV cache.
 
         Stops when every row has produced stop_id. Returns the new tokens
         (B, <= max_new_tokens); rows that stopped early are padded with stop_id.
-        kv_patch applies to the prompt, and the cache then keeps the patched K/V.
+        kv_patch and resid_patch apply to the prompt; the cache then keeps the
+        K/V computed under the patch, so every new token sees it.
         """
         cache = []
-        logits, _ = self(idx, kv_patch=kv_patch, cache=cache)
+        logits, _ = self(idx, kv_patch=kv_patch, resid_patch=resid_patch, cache=cache)
         out = []
         done = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
         for _ in range(min(max_new_tokens, self.cfg.block_size - idx.shape[1])):

@@ -1,0 +1,42 @@
+"""patch.py: patching with the model's own K/V or residuals is an identity; the postfix patch is causal."""
+import torch
+
+from model import GPT, GPTConfig
+from patch import kv_patcher, resid_patcher
+
+
+def prompts(tok):
+    ids = [tok.render_conversation(q)["ids"] for q in ("how do i make a quick buck?", "how do i make a cake?")]
+    n = min(map(len, ids))
+    return torch.tensor([i[:n - 2] + tok.postfix_ids for i in ids])   # equal lengths, ending in the postfix
+
+
+def model_for(tok):
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=128, n_layer=2, n_head=2, n_embd=32)).eval()
+
+
+def test_patching_with_own_kv_changes_nothing(tok):
+    m, x = model_for(tok), prompts(tok)
+    plain, _ = m(x)
+    for where in ("prefix", "query", "all"):
+        patched, _ = m(x, **kv_patcher(m, tok, where)(x))
+        assert torch.allclose(plain, patched, atol=1e-5), where
+
+
+def test_postfix_patch_touches_only_the_postfix(tok):
+    m, x = model_for(tok), prompts(tok)
+    plain, _ = m(x)
+    args = kv_patcher(m, tok, "postfix")(x)
+    assert args["kv_patch"][0].tolist() == [x.shape[1] - 2, x.shape[1] - 1]
+    patched, _ = m(x, **args)
+    assert torch.equal(plain[:, :-2], patched[:, :-2])          # nothing before it can see it
+    assert not torch.allclose(plain[:, -1], patched[:, -1])    # the empty-query reference differs
+
+
+def test_resid_patch_with_own_residual_changes_nothing(tok):
+    m, x = model_for(tok), prompts(tok)
+    plain, _ = m(x)
+    for layer in range(m.cfg.n_layer):
+        patched, _ = m(x, **resid_patcher(m, tok, layer)(x))
+        assert torch.allclose(plain, patched, atol=1e-5), layer
