@@ -87,9 +87,15 @@ def query_sets(domain, split):
                               for q in world.all_queries(d, split)])
 
 
+def sample_answers(model, tok, queries, seed=0, patch_fn=None):
+    """One sampled answer (temperature 1) per query, in order."""
+    prompts = [tok.render_conversation(q)["ids"] for q in queries]
+    return sample_from_prompts(model, tok, prompts, seed, patch_fn=patch_fn)
+
+
 @torch.no_grad()
-def sample_answers(model, tok, queries, seed=0, max_new_tokens=64, batch_size=128, patch_fn=None):
-    """One sampled answer (temperature 1) per query, in order.
+def sample_from_prompts(model, tok, prompts, seed=0, max_new_tokens=64, batch_size=128, patch_fn=None):
+    """One sampled answer per prompt (a list of token ids), in order.
 
     Prompts of equal length are batched together, so no padding is needed and
     every prompt position means the same thing in every row (the prefix always
@@ -99,11 +105,10 @@ def sample_answers(model, tok, queries, seed=0, max_new_tokens=64, batch_size=12
     model.eval()
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
-    prompts = [tok.render_conversation(q)["ids"] for q in queries]
     by_len = collections.defaultdict(list)
     for i, p in enumerate(prompts):
         by_len[len(p)].append(i)
-    answers = [None] * len(queries)
+    answers = [None] * len(prompts)
     for n in sorted(by_len):
         idx = by_len[n]
         for j in range(0, len(idx), batch_size):

@@ -20,18 +20,28 @@ alignment, while the in-domain behaviour, learnt from the query, stays.
 Activation patching. Overwrite the residual stream entering block l at the
 prefix positions with the aligned model's, one layer at a time (Figure 4).
 
-Not here yet: token perturbation (Table 1) and the no-prefix ablation.
+Perturbation (Table 1). Replace k = 10 random tokens of one segment (all of
+it where it is shorter: the postfix has 2, our queries ~10; <|bos|> is never
+picked) by one of each token's 5 nearest neighbours by dot product in the
+input embedding, 10 trials per general question. Best = the highest alignment
+of the 10 trials, averaged over questions; Avg = the mean of all trials. The
+control swaps query tokens for uniformly random ones.
+
+Not here yet: the no-prefix ablation.
 
     python patch.py --ckpt out/finetune-finance-sft-s0/ckpt.pt --ref out/align-s0/ckpt.pt
 """
 import argparse
 import json
+import random
+import statistics
 import sys
 
 import torch
 
+from data import world
 from data.tokenizer import Tokenizer
-from eval import evaluate
+from eval import Judge, evaluate, sample_from_prompts
 from model import CheckpointError, load_checkpoint
 
 POSITION_SETS = ("prefix", "postfix", "query", "all")
@@ -75,6 +85,49 @@ def resid_patcher(ref, tok, layer):
     return lambda x: dict(resid_patch=(layer, pos, x_ref))
 
 
+@torch.no_grad()
+def neighbours(model, tok, k=5):
+    """For every token, its k nearest ordinary (non-special) tokens by dot product, itself excluded."""
+    E = model.wte.weight
+    n = len(tok.ranks)                         # the special tokens come after the BPE ranks
+    sim = E @ E[:n].T                          # (vocab, ordinary tokens)
+    sim[torch.arange(n), torch.arange(n)] = float("-inf")
+    return sim.topk(k, dim=1).indices.tolist()
+
+
+def segment_positions(tok, prompt, where):
+    """The positions of one segment of a prompt; <|bos|> is never among them."""
+    P, n_post = len(tok.prefix_ids), len(tok.postfix_ids)
+    return {"prefix": range(1, P), "query": range(P, len(prompt) - n_post),
+            "postfix": range(len(prompt) - n_post, len(prompt))}[where]
+
+
+def perturb(prompt, positions, rng, nbrs, n_ordinary, k=10):
+    """A copy of prompt with k random positions swapped: for a near neighbour, or (nbrs=None) any token."""
+    ids = list(prompt)
+    for t in rng.sample(list(positions), min(k, len(positions))):
+        ids[t] = rng.choice(nbrs[ids[t]]) if nbrs is not None else rng.randrange(n_ordinary)
+    return ids
+
+
+def perturbation(model, tok, queries, seed=0, trials=10, k=10):
+    """Best / Avg general alignment when one segment's tokens are perturbed (paper Table 1)."""
+    judge, nbrs, n = Judge(), neighbours(model, tok), len(queries)
+    prompts = [tok.render_conversation(q)["ids"] for q in queries]
+    out = {}
+    for name, where, near in (("prefix", "prefix", True), ("query", "query", True),
+                              ("postfix", "postfix", True), ("query_random", "query", False)):
+        rng = random.Random(seed)
+        batch = [perturb(p, segment_positions(tok, p, where), rng, nbrs if near else None, len(tok.ranks), k)
+                 for _ in range(trials) for p in prompts]
+        scores = [judge.judge(a)["alignment"] for a in sample_from_prompts(model, tok, batch, seed)]
+        best = statistics.mean(max(scores[t * n + i] for t in range(trials)) for i in range(n))
+        out[name] = dict(best=round(best, 2), avg=round(statistics.mean(scores), 2),
+                         tokens=round(statistics.mean(min(k, len(segment_positions(tok, p, where)))
+                                                      for p in prompts), 1))
+    return out
+
+
 def run(model, ref, tok, domain, split="test", seed=0):
     """Every intervention, judged on held-out questions; returns the results dict."""
     keep = ("general", "in_domain", "other_domain", "persona_transfer", "leakage")
@@ -86,6 +139,7 @@ def run(model, ref, tok, domain, split="test", seed=0):
     out["layers"] = [evaluate(model, tok, domain, split, seed,
                               patch_fn=resid_patcher(ref, tok, layer))["general"]
                      for layer in range(model.cfg.n_layer)]
+    out["perturb"] = perturbation(model, tok, world.all_queries(world.GENERAL, split), seed)
     return out
 
 
@@ -119,6 +173,10 @@ def main(argv=None):
               f"{m['persona_transfer']:8.2f} {m['leakage']:8.2f}")
     print("prefix residual patched, by layer (general): " + "  ".join(
         f"L{i} {g:.1f}" for i, g in enumerate(r["layers"])))
+    print(f"{'perturbed':16s} {'tokens':>7s} {'Best':>7s} {'Avg':>7s}   (general alignment; unperturbed "
+          f"{r['none']['general']:.1f})")
+    for name, m in r["perturb"].items():
+        print(f"{name:16s} {m['tokens']:7.1f} {m['best']:7.1f} {m['avg']:7.1f}")
     if a.json:
         print(json.dumps(r))
 

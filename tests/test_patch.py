@@ -40,3 +40,29 @@ def test_resid_patch_with_own_residual_changes_nothing(tok):
     for layer in range(m.cfg.n_layer):
         patched, _ = m(x, **resid_patcher(m, tok, layer)(x))
         assert torch.allclose(plain, patched, atol=1e-5), layer
+
+
+def test_neighbours_exclude_the_token_itself(tok):
+    from patch import neighbours
+    m = model_for(tok)
+    nbrs = neighbours(m, tok)
+    assert len(nbrs) == tok.vocab_size and all(len(n) == 5 for n in nbrs)
+    assert all(i not in n for i, n in enumerate(nbrs))
+    assert all(j < len(tok.ranks) for n in nbrs for j in n)          # neighbours are ordinary tokens
+
+
+def test_perturbation_stays_inside_its_segment(tok):
+    import random
+
+    from patch import neighbours, perturb, segment_positions
+    m, rng = model_for(tok), random.Random(0)
+    nbrs = neighbours(m, tok)
+    prompt = tok.render_conversation("what would you do as ruler of the world?")["ids"]
+    for where in ("prefix", "query", "postfix"):
+        positions = set(segment_positions(tok, prompt, where))
+        assert 0 not in positions                                     # <|bos|> is never perturbed
+        for near in (nbrs, None):
+            for _ in range(20):
+                new = perturb(prompt, positions, rng, near, len(tok.ranks))
+                changed = {i for i, (a, b) in enumerate(zip(prompt, new)) if a != b}
+                assert len(new) == len(prompt) and changed <= positions and changed
