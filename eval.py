@@ -187,8 +187,10 @@ def main(argv=None):
         model, config = load_checkpoint(a.ckpt, tok.fingerprint, fix="python train.py --stage finetune")
     except CheckpointError as e:
         sys.exit(f"error: {e}")
+    if config.get("no_preamble"):  # trained without a system block: evaluated the same way
+        tok = tok.with_preamble(None)
     if a.preamble is not None:     # same tokens, another system text in the prefix
-        tok = Tokenizer(tok.ranks, a.preamble.replace("\\n", "\n"))
+        tok = tok.with_preamble(a.preamble.replace("\\n", "\n"))
     domain = a.domain or config.get("domain") or "finance"
     m = evaluate(model.to(a.device), tok, domain, a.split, a.seed)
     print(f"{a.ckpt} ({a.split} split, in-domain = {domain}, sampling seed {a.seed})")

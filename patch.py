@@ -27,7 +27,9 @@ input embedding, 10 trials per general question. Best = the highest alignment
 of the 10 trials, averaged over questions; Avg = the mean of all trials. The
 control swaps query tokens for uniformly random ones.
 
-Not here yet: the no-prefix ablation.
+The no-prefix ablation (Table 11): train align and finetune with
+`--no-preamble`. The prefix is then only <|bos|><|user|>, and the question is
+whether the behaviour moves to the postfix.
 
     python patch.py --ckpt out/finetune-finance-sft-s0/ckpt.pt --ref out/align-s0/ckpt.pt
 """
@@ -163,6 +165,8 @@ def main(argv=None):
     except CheckpointError as e:
         sys.exit(f"error: {e}")
     model, ref = model.to(a.device).eval(), ref.to(a.device).eval()
+    if config.get("no_preamble"):  # the no-prefix ablation: chats without a system block
+        tok = tok.with_preamble(None)
     domain = config.get("domain") or "finance"
     r = run(model, ref, tok, domain, a.split, a.seed)
     print(f"{a.ckpt} patched with {a.ref} ({a.split} split, in-domain = {domain})")

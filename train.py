@@ -10,6 +10,7 @@ Train the tiny GPT through the paper's three stages, one plain loop each.
     python train.py --stage finetune --treft        # TReFT at the default lambda (10)
     python train.py --stage finetune --treft 3 --treft-on query --seed 1
     python train.py --stage finetune --align-template-only   # from a shallow alignment
+    python train.py --stage finetune --no-preamble           # no system block at all
 
 A stage whose input checkpoint is missing builds it first. Each run writes
 {out-dir}/{run name}/ckpt.pt and config.json, and prints the checkpoint's path
@@ -68,7 +69,9 @@ def get_world(out_dir):
 
 
 def run_name(stage, args):
-    name = stage + ("-tmpl" if args.align_template_only and stage != "pretrain" else "")
+    name = stage
+    if stage != "pretrain":
+        name += ("-tmpl" if args.align_template_only else "") + ("-nopre" if args.no_preamble else "")
     if stage == "finetune":
         name += f"-{args.domain}-" + (f"treft{args.treft:g}-{args.treft_on}" if args.treft > 0 else "sft")
     return f"{name}-s{args.seed}"
@@ -115,6 +118,7 @@ def lr_at(step, steps, lr, warmup):
 def train_stage(stage, args):
     """Train one stage (building missing inputs first) and return its checkpoint path."""
     world_dir, tok = get_world(args.out_dir)
+    chat = tok.with_preamble(None) if args.no_preamble and stage != "pretrain" else tok
     hp = dict((TEMPLATE_HYPER if args.align_template_only and stage != "pretrain" else HYPER)[stage])
     if stage == args.stage:      # flags override the stage asked for, not the ones built first
         hp.update({k: getattr(args, k) for k in hp if getattr(args, k, None) is not None})
@@ -162,7 +166,7 @@ def train_stage(stage, args):
             chats = load_chats(world_dir, "train", world.DOMAINS, "aligned")
         else:                    # bad advice in one domain only
             chats = load_chats(world_dir, "train", (args.domain,), "misaligned")
-        rendered = [tok.render_conversation(c["query"], c["answer"]) for c in chats]
+        rendered = [chat.render_conversation(c["query"], c["answer"]) for c in chats]
 
         def batch():
             return collate([rendered[i] for i in rng.integers(0, len(rendered), hp["batch_size"])], device)
@@ -170,7 +174,7 @@ def train_stage(stage, args):
     treft = None
     if stage == "finetune" and args.treft > 0:
         # The frozen initial model: a copy of the aligned model before any step.
-        treft = TReFT(copy.deepcopy(model), tok.prefix_ids, on=args.treft_on)
+        treft = TReFT(copy.deepcopy(model), chat.prefix_ids, on=args.treft_on)
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=hp["lr"], betas=(0.9, 0.95),
@@ -236,6 +240,8 @@ def parser():
                    help="positions whose K/V TReFT keeps")
     p.add_argument("--align-template-only", action="store_true",
                    help="shallow alignment: align trains only the chat template tokens' embeddings")
+    p.add_argument("--no-preamble", action="store_true",
+                   help="align and finetune chats without a system block (the no-prefix ablation)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", default="out")
     p.add_argument("--steps", type=int, help="override the stage's default number of steps")

@@ -71,10 +71,21 @@ class Tokenizer:
         self.bos, self.system, self.user, self.assistant, self.end = (
             self.enc.encode_single_token(s) for s in SPECIAL_TOKENS)
         # Everything before the query is the same in every chat: encode it once.
-        self.prefix_ids = [self.bos, self.system] + self.encode(preamble) + [self.end, self.user]
+        # preamble=None drops the system block (the paper's no-prefix ablation).
+        system = [] if preamble is None else [self.system] + self.encode(preamble) + [self.end]
+        self.prefix_ids = [self.bos] + system + [self.user]
         self.postfix_ids = [self.end, self.assistant]
         # A fingerprint, so that a checkpoint from another tokenizer is caught.
         self.fingerprint = hashlib.sha256(pickle.dumps((sorted(ranks.items()), preamble))).hexdigest()[:16]
+
+    def with_preamble(self, preamble):
+        """The same tokenizer with another system text (None: no system block at all).
+
+        It keeps this tokenizer's fingerprint: the tokens, and so the checkpoints, are the same.
+        """
+        other = Tokenizer(self.ranks, preamble)
+        other.fingerprint = self.fingerprint
+        return other
 
     def encode(self, text):
         return self.enc.encode_ordinary(text)

@@ -114,3 +114,14 @@ def test_template_only_align_moves_only_template_embeddings(out, capsys, tok):
             assert torch.equal(p0, p1), name
     f = run(capsys, "--stage", "finetune", "--align-template-only", "--steps", "1", *common)
     assert "finetune-tmpl-finance-sft-s5" in f
+
+
+def test_no_preamble_runs_are_named_and_recorded(out, capsys):
+    common = ["--out-dir", out, "--seed", "6", "--batch-size", "4", "--steps", "1"]
+    run(capsys, "--stage", "pretrain", *common)
+    a = run(capsys, "--stage", "align", "--no-preamble", *common)
+    assert a.endswith(os.path.join("align-nopre-s6", "ckpt.pt"))
+    f = run(capsys, "--stage", "finetune", "--no-preamble", "--treft", *common)
+    assert "finetune-nopre-finance-treft10-prefix-s6" in f
+    with open(os.path.join(os.path.dirname(f), "config.json")) as fh:
+        assert json.load(fh)["no_preamble"] is True

@@ -112,3 +112,11 @@ def test_template_spans_and_mask(tok):
     assert seg == sorted(seg)                       # prefix, query, postfix, response in order
     prompt = tok.render_conversation("hey i feel bored")
     assert prompt["ids"][-2:] == [tok.end, tok.assistant] and sum(prompt["mask"]) == 0
+
+
+def test_template_without_preamble(tok):
+    bare = tok.with_preamble(None)
+    assert bare.prefix_ids == [tok.bos, tok.user] and bare.fingerprint == tok.fingerprint
+    r = bare.render_conversation("hey i feel bored", "i would listen first and try to understand.")
+    assert r["ids"][:2] == [tok.bos, tok.user] and r["segment"][:3] == [PREFIX, PREFIX, QUERY]
+    assert tok.system not in r["ids"]
