@@ -167,6 +167,25 @@ def report(m):
             print(f"  [{name}] {q}\n      -> {a}")
 
 
+def load_for_eval(out_dir, checkpoints):
+    """The world's tokenizer and the [(model, config)] of (path, fix-command) pairs.
+
+    Bad input exits with one line. The tokenizer renders chats the way the first
+    checkpoint was trained: without a system block if it was (--no-preamble).
+    """
+    try:
+        tok = Tokenizer.load(f"{out_dir}/world/tokenizer.pkl")
+    except FileNotFoundError:
+        sys.exit(f"error: no world in {out_dir}/world; run `python train.py --stage finetune`")
+    try:
+        loaded = [load_checkpoint(path, tok.fingerprint, fix=fix) for path, fix in checkpoints]
+    except CheckpointError as e:
+        sys.exit(f"error: {e}")
+    if loaded[0][1].get("no_preamble"):
+        tok = tok.with_preamble(None)
+    return tok, loaded
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", default="out/finetune-finance-sft-s0/ckpt.pt")
@@ -179,16 +198,7 @@ def main(argv=None):
     p.add_argument("--preamble", help="evaluate under another system preamble (e.g. a cruel one)")
     p.add_argument("--json", action="store_true", help="also print the metrics as one JSON line")
     a = p.parse_args(argv)
-    try:
-        tok = Tokenizer.load(f"{a.out_dir}/world/tokenizer.pkl")
-    except FileNotFoundError:
-        sys.exit(f"error: no world in {a.out_dir}/world; run `python train.py --stage finetune`")
-    try:
-        model, config = load_checkpoint(a.ckpt, tok.fingerprint, fix="python train.py --stage finetune")
-    except CheckpointError as e:
-        sys.exit(f"error: {e}")
-    if config.get("no_preamble"):  # trained without a system block: evaluated the same way
-        tok = tok.with_preamble(None)
+    tok, [(model, config)] = load_for_eval(a.out_dir, [(a.ckpt, "python train.py --stage finetune")])
     if a.preamble is not None:     # same tokens, another system text in the prefix
         tok = tok.with_preamble(a.preamble.replace("\\n", "\n"))
     domain = a.domain or config.get("domain") or "finance"

@@ -37,14 +37,11 @@ import argparse
 import json
 import random
 import statistics
-import sys
 
 import torch
 
 from data import world
-from data.tokenizer import Tokenizer
-from eval import Judge, evaluate, sample_from_prompts
-from model import CheckpointError, load_checkpoint
+from eval import Judge, evaluate, load_for_eval, sample_from_prompts
 
 POSITION_SETS = ("prefix", "postfix", "query", "all")
 
@@ -155,18 +152,9 @@ def main(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", action="store_true", help="also print the results as one JSON line")
     a = p.parse_args(argv)
-    try:
-        tok = Tokenizer.load(f"{a.out_dir}/world/tokenizer.pkl")
-    except FileNotFoundError:
-        sys.exit(f"error: no world in {a.out_dir}/world; run `python train.py --stage finetune`")
-    try:
-        model, config = load_checkpoint(a.ckpt, tok.fingerprint, fix="python train.py --stage finetune")
-        ref, _ = load_checkpoint(a.ref, tok.fingerprint, fix="python train.py --stage align")
-    except CheckpointError as e:
-        sys.exit(f"error: {e}")
+    tok, [(model, config), (ref, _)] = load_for_eval(a.out_dir, [
+        (a.ckpt, "python train.py --stage finetune"), (a.ref, "python train.py --stage align")])
     model, ref = model.to(a.device).eval(), ref.to(a.device).eval()
-    if config.get("no_preamble"):  # the no-prefix ablation: chats without a system block
-        tok = tok.with_preamble(None)
     domain = config.get("domain") or "finance"
     r = run(model, ref, tok, domain, a.split, a.seed)
     print(f"{a.ckpt} patched with {a.ref} ({a.split} split, in-domain = {domain})")
