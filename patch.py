@@ -63,14 +63,15 @@ def kv_patcher(ref, tok, where):
     if where == "postfix":
         empty = tok.render_conversation("")["ids"]                 # prefix + postfix, no query
         kv = [(k[:, :, -n_post:], v[:, :, -n_post:]) for k, v in kv_of(ref, empty)]
-        return lambda x: dict(kv_patch=(torch.arange(x.shape[1] - n_post, x.shape[1]), kv))
+        return lambda x: dict(kv_patch=(torch.tensor(segment_positions(tok, x[0], "postfix")), kv))
     if where not in POSITION_SETS:
         raise ValueError(f"unknown position set {where!r}: use one of {POSITION_SETS}")
 
     @torch.no_grad()
     def same_prompt(x):             # query-dependent positions: the aligned model on this prompt
         _, aux = ref(x, return_kv=True)
-        pos = torch.arange(P, x.shape[1] - n_post) if where == "query" else torch.arange(x.shape[1])
+        pos = (torch.tensor(segment_positions(tok, x[0], "query")) if where == "query"
+               else torch.arange(x.shape[1]))
         return dict(kv_patch=(pos, [(k[:, :, pos], v[:, :, pos]) for k, v in aux["kv"]]))
     return same_prompt
 
