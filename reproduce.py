@@ -43,18 +43,19 @@ def git_commit():
 def run_seed(seed, args, log):
     """Train (or reuse) the three models of one seed and evaluate them on the test split."""
     rows, t_seed = {}, time.time()
+    common = ["--seed", str(seed), "--out-dir", args.out_dir, "--device", args.device, "--quiet"]
+    common += ["--align-template-only"] if args.align_template_only else []
     for name, extra in (("aligned", ["--stage", "align"]),
                         ("sft", ["--stage", "finetune"]),
                         ("treft", ["--stage", "finetune", "--treft", str(args.treft)])):
-        extra += ["--align-template-only"] if args.align_template_only else []
-        targs = train.parser().parse_args(extra + ["--seed", str(seed), "--out-dir", args.out_dir,
-                                                   "--device", args.device, "--quiet"])
+        targs = train.parser().parse_args(extra + common)
         path = train.ckpt_path(targs.stage, targs)
         t0 = time.time()
         if not os.path.exists(path):
             train.train_stage(targs.stage, targs)
-        _, tok = train.get_world(args.out_dir)
-        model, config = load_checkpoint(path, tok.fingerprint)
+        if name == "aligned":      # the world exists once the first model does
+            _, tok = train.get_world(args.out_dir)
+        model, _ = load_checkpoint(path, tok.fingerprint)
         m = evaluate(model.to(args.device), tok, "finance", "test", seed=0)
         m.pop("examples")
         rows[name] = m
