@@ -152,6 +152,55 @@ class GPT(nn.Module):
 
 
 # ---------------------------------------------------------------------------
+# LoRA (Hu et al. 2021), the paper's main finetuning setting: the pretrained
+# weight W stays frozen and only a low-rank update B A is learnt. B starts at
+# zero, so a freshly wrapped model computes exactly what the base did.
+
+class LoRALinear(nn.Module):
+    """y = W x + b + (alpha / r) * B A x, with W and b frozen."""
+
+    def __init__(self, base, rank, alpha=None):
+        super().__init__()
+        self.base, self.scale = base, (alpha or 2 * rank) / rank
+        for p in base.parameters():
+            p.requires_grad_(False)
+        self.A = nn.Parameter(torch.randn(rank, base.in_features) / math.sqrt(base.in_features))
+        self.B = nn.Parameter(torch.zeros(base.out_features, rank))
+
+    def forward(self, x):
+        return self.base(x) + (x @ self.A.T @ self.B.T) * self.scale
+
+    def merged(self):
+        """A plain nn.Linear with the update folded into its weight."""
+        with torch.no_grad():
+            self.base.weight += self.scale * (self.B @ self.A)
+        return self.base
+
+
+def lora_targets(model):
+    """(module, attribute name) of the attention and MLP projections of every block."""
+    for b in model.blocks:
+        yield from ((b.attn, "c_attn"), (b.attn, "c_proj"), (b.mlp, "0"), (b.mlp, "2"))
+
+
+def add_lora(model, rank):
+    """Freeze every weight of model, then wrap its projections in trainable LoRA adapters."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for parent, name in lora_targets(model):
+        setattr(parent, name, LoRALinear(getattr(parent, name), rank))
+    return model
+
+
+def merge_lora(model):
+    """Fold every adapter into its weight: the model is a plain GPT again, saved as one."""
+    for parent, name in lora_targets(model):
+        if isinstance(getattr(parent, name), LoRALinear):
+            setattr(parent, name, getattr(parent, name).merged())
+    return model
+
+
+# ---------------------------------------------------------------------------
 # Checkpoints: weights + model shape + the run's config + tokenizer fingerprint.
 
 def save_checkpoint(path, model, config, tokenizer_fingerprint):

@@ -128,18 +128,18 @@ def perturbation(model, tok, queries, seed=0, trials=10, k=10):
     return out
 
 
-def run(model, ref, tok, domain, split="test", seed=0):
+def run(model, ref, tok, domain, split="test", seed=0, n_answers=None, trials=10):
     """Every intervention, judged on held-out questions; returns the results dict."""
     keep = ("general", "in_domain", "other_domain", "persona_transfer", "leakage")
     out = {}
     for where in ("none",) + POSITION_SETS:
         fn = None if where == "none" else kv_patcher(ref, tok, where)
-        m = evaluate(model, tok, domain, split, seed, patch_fn=fn)
+        m = evaluate(model, tok, domain, split, seed, n_answers, patch_fn=fn)
         out[where] = {k: m[k] for k in keep}
-    out["layers"] = [evaluate(model, tok, domain, split, seed,
+    out["layers"] = [evaluate(model, tok, domain, split, seed, n_answers,
                               patch_fn=resid_patcher(ref, tok, layer))["general"]
                      for layer in range(model.cfg.n_layer)]
-    out["perturb"] = perturbation(model, tok, world.all_queries(world.GENERAL, split), seed)
+    out["perturb"] = perturbation(model, tok, world.all_queries(world.GENERAL, split), seed, trials)
     return out
 
 

@@ -1,29 +1,51 @@
 """
-The toy reproduction, end to end: for each seed, pretrain -> align -> finetune
-(plain SFT, and SFT + TReFT) on bad financial advice, then evaluate all three
-models on held-out questions and print the mean and spread across seeds.
+The toy reproduction, end to end. For each seed: pretrain and align once, then
+finetune on bad financial advice with every method, judge every model on
+held-out questions, and run the piggyback evidence (patch.py) on the plain SFT
+model. Writes results/: summary.json (every number, with seeds, config and git
+commit), RESULTS.md and PNG figures (report.py), runs.jsonl (one line per
+measurement, appended as it is made, so an interrupted sweep loses nothing).
 
-    python reproduce.py                   # 3 seeds, about 5 min a seed on a 2-core CPU
-    python reproduce.py --seeds 0         # one seed
-    python reproduce.py --align-template-only   # from a shallow alignment (see train.py)
+    python reproduce.py                 # 3 seeds, finance, 5 methods + patching: ~20 min on a 2-core CPU
+    python reproduce.py --variants      # + TReFT on postfix / query / all (the paper's Table 3)
+    python reproduce.py --full --device cuda   # every domain and method, the lambda and size sweeps
+    python reproduce.py --seeds 0 --methods sft treft   # a quick look
 
-Finished runs are reused (a checkpoint on disk is not retrained). Every number
-is appended to results/em_seeds.jsonl as it is measured, and the summary is
-written to results/em_summary.json.
+A run whose checkpoint was trained by the same code from the same inputs and
+flags is reused, not retrained (train.up_to_date); anything else is retrained.
 """
 import argparse
 import json
 import os
 import statistics
 import subprocess
+import sys
 import time
 
 import torch
+from tqdm import tqdm
 
+import patch
+import report
 import train
 from eval import evaluate
 from model import load_checkpoint
+from treft import relative_drift
 
+# Each method is a list of train.py flags for the finetune stage.
+LAMBDA = f"{train.DEFAULT_LAMBDA:g}"
+METHODS = {
+    "sft": [],                                                        # plain narrow SFT
+    "interleave": ["--interleave", "0.2"],                            # 20% aligned retain data
+    "kl-retain": ["--kl", f"{train.DEFAULT_KL:g}", "--kl-on", "retain"],
+    "l2-init": ["--l2-init", f"{train.DEFAULT_L2:g}"],                # weight anchoring
+    "treft": ["--treft", LAMBDA],                                     # TReFT on the prefix
+}
+VARIANTS = {f"treft-{on}": ["--treft", LAMBDA, "--treft-on", on] for on in ("postfix", "query", "all")}
+FULL_ONLY = {"kl-train": ["--kl", "0.1", "--kl-on", "train"],     # its own lambda, chosen on validation
+             "lora": ["--lora-rank", "8"], "lora-treft": ["--lora-rank", "8", "--treft", LAMBDA]}
+LAMBDAS = (0.3, 1, 3, 10, 30, 100)     # the Figure 9 sweep, TReFT on the prefix
+SIZES = (25, 50, 100, 200, 500)        # the Table 7 sweep: finetune examples (the world has 500)
 KEYS = ("general", "in_domain", "other_domain", "em_f1", "misaligned_rate", "persona_transfer",
         "leakage", "coherence")
 
@@ -40,72 +62,188 @@ def git_commit():
         return "unknown"
 
 
-def run_seed(seed, args, log):
-    """Train (or reuse) the three models of one seed and evaluate them on the test split."""
-    rows, t_seed = {}, time.time()
-    common = ["--seed", str(seed), "--out-dir", args.out_dir, "--device", args.device, "--quiet"]
-    common += ["--align-template-only"] if args.align_template_only else []
-    for name, extra in (("aligned", ["--stage", "align"]),
-                        ("sft", ["--stage", "finetune"]),
-                        ("treft", ["--stage", "finetune", "--treft", str(args.treft)])):
-        targs = train.parser().parse_args(extra + common)
-        path = train.ckpt_path(targs.stage, targs)
-        t0 = time.time()
-        if not os.path.exists(path):
-            train.train_stage(targs.stage, targs)
-        if name == "aligned":      # the world exists once the first model does
-            _, tok = train.get_world(args.out_dir)
+def stats(xs):
+    return dict(mean=round(statistics.mean(xs), 4), sd=round(statistics.stdev(xs), 4) if len(xs) > 1 else 0.0,
+                per_seed=xs)
+
+
+class Sweep:
+    """Trains or reuses runs, measures them, and appends every measurement to runs.jsonl."""
+
+    def __init__(self, args, log):
+        self.args, self.log, self.rows = args, log, []
+        self.common = ["--out-dir", args.out_dir, "--device", args.device, "--quiet"]
+        self.common += ["--align-template-only"] if args.align_template_only else []
+
+    def checkpoint(self, stage, seed, flags=()):
+        """The path of an up-to-date checkpoint for these flags, and how long training took (None: reused)."""
+        targs = train.parser().parse_args(["--stage", stage, "--seed", str(seed), *flags, *self.common])
+        sec_per_step = None
+        for s in train.STAGES[:train.STAGES.index(stage) + 1]:     # pretrain, align, ... in order
+            if not train.up_to_date(s, targs):
+                with open(os.path.join(os.path.dirname(train.train_stage(s, targs)), "config.json")) as f:
+                    c = json.load(f)
+                sec_per_step = c["seconds"] / c["steps"]
+        return train.ckpt_path(stage, targs), sec_per_step
+
+    def record(self, **row):
+        row.update(commit=self.args.commit)
+        self.rows.append(row)
+        self.log.write(json.dumps(row) + "\n")
+        self.log.flush()
+
+    def evaluate(self, seed, domain, method, flags, tok, sweep=None):
+        """Train (or reuse) one finetuned model and judge it on the test split.
+
+        sweep = (name, value) marks a point of a sweep, e.g. ("lambda", 3.0).
+        """
+        path, sec_per_step = self.checkpoint("finetune", seed, ["--domain", domain, *flags])
         model, _ = load_checkpoint(path, tok.fingerprint)
-        m = evaluate(model.to(args.device), tok, "finance", "test", seed=0)
+        m = evaluate(model.to(self.args.device), tok, domain, "test", seed=0, n_answers=self.n_answers)
         m.pop("examples")
-        rows[name] = m
-        record = dict(seed=seed, model=name, ckpt=path, seconds=round(time.time() - t0, 1), **m)
-        log.write(json.dumps(record) + "\n")
-        log.flush()
-        print(f"seed {seed} {name:8s} " + " ".join(f"{k}={m[k]}" for k in KEYS), flush=True)
-    print(f"seed {seed}: {time.time() - t_seed:.0f}s for its whole pipeline", flush=True)
-    return rows
+        self.record(kind="eval", seed=seed, domain=domain, method=method, flags=flags, ckpt=path,
+                    sec_per_step=sec_per_step, metrics=m, sweep=sweep)
+        return model
+
+    @property
+    def n_answers(self):
+        n = self.args.answers
+        return dict(general=n, in_domain=n // 2, other_domain=n // 2)
 
 
-def summarize(per_seed):
-    out = {}
-    for name in ("aligned", "sft", "treft"):
-        out[name] = {}
-        for k in KEYS:
-            xs = [r[name][k] for r in per_seed.values()]
-            out[name][k] = dict(mean=round(statistics.mean(xs), 4),
-                                sd=round(statistics.stdev(xs), 4) if len(xs) > 1 else 0.0,
-                                per_seed=xs)
+def prefix_drift(model, ref, tok):
+    """Per layer, the relative drift of the prefix K/V from the aligned model's (TReFT's L_K + L_V)."""
+    kv, kv_ref = patch.kv_of(model, tok.prefix_ids), patch.kv_of(ref, tok.prefix_ids)
+    ones = torch.ones(1, len(tok.prefix_ids))
+    return [round(float(relative_drift(k, k0, ones) + relative_drift(v, v0, ones)), 5)
+            for (k, v), (k0, v0) in zip(kv, kv_ref)]
+
+
+def run_seed(seed, sweep, methods, bar):
+    """Every model of one seed: aligned, each domain x method, the sweeps, patching."""
+    args = sweep.args
+    aligned_path, _ = sweep.checkpoint("align", seed)
+    _, tok = train.get_world(args.out_dir)
+    aligned, _ = load_checkpoint(aligned_path, tok.fingerprint)
+    aligned.to(args.device).eval()
+    for domain in args.domains:
+        m = evaluate(aligned, tok, domain, "test", seed=0, n_answers=sweep.n_answers)
+        m.pop("examples")
+        sweep.record(kind="eval", seed=seed, domain=domain, method="aligned", flags=[], ckpt=aligned_path,
+                     sec_per_step=None, metrics=m, sweep=None)
+        for method, flags in methods.items():
+            model = sweep.evaluate(seed, domain, method, flags, tok)
+            if domain == args.domains[0] and method in ("sft", "treft"):
+                sweep.record(kind="drift", seed=seed, method=method, layers=prefix_drift(model, aligned, tok))
+            bar.update()
+    for lam in args.lambdas:
+        sweep.evaluate(seed, "finance", "treft", ["--treft", f"{lam:g}"], tok, sweep=("lambda", lam))
+        bar.update()
+    for n in args.sizes:
+        for method, flags in (("sft", []), ("treft", METHODS["treft"])):
+            sweep.evaluate(seed, "finance", method, [*flags, "--n-train", str(n)], tok, sweep=("size", n))
+            bar.update()
+    if args.patch:
+        path, _ = sweep.checkpoint("finetune", seed, ["--domain", args.domains[0]])
+        model, _ = load_checkpoint(path, tok.fingerprint)
+        r = patch.run(model.to(args.device).eval(), aligned, tok, args.domains[0], "test", seed=0,
+                      n_answers=sweep.n_answers, trials=args.trials)
+        sweep.record(kind="patch", seed=seed, domain=args.domains[0], ckpt=path, ref=aligned_path, result=r)
+        bar.update()
+
+
+def summarize(rows, args, seconds):
+    """Mean, spread and per-seed values of every measurement, keyed as report.py reads them."""
+    evals = [r for r in rows if r["kind"] == "eval" and not r["sweep"]]
+    methods, sweeps = {}, {}
+    for r in evals:
+        methods.setdefault(r["domain"], {}).setdefault(r["method"], []).append(r)
+    for r in rows:                 # sweeps[name][method][value]: e.g. sweeps["size"]["sft"][50]
+        if r["kind"] == "eval" and r["sweep"]:
+            name, value = r["sweep"]
+            sweeps.setdefault(name, {}).setdefault(r["method"], {}).setdefault(value, []).append(r)
+    out = dict(command=args.command, commit=args.commit, device=args.device, seeds=args.seeds,
+               seconds=round(seconds), answers=args.answers,
+               config=dict(hyper=train.HYPER, treft_lambda=train.DEFAULT_LAMBDA, kl_lambda=train.DEFAULT_KL,
+                           l2_lambda=train.DEFAULT_L2, methods={m: f for m, f in args.methods.items()}),
+               methods={d: {m: {k: stats([r["metrics"][k] for r in rs]) for k in KEYS}
+                            for m, rs in ms.items()} for d, ms in methods.items()},
+               sweeps={name: {m: {str(v): {k: stats([r["metrics"][k] for r in rs]) for k in ("general", "in_domain", "em_f1")}
+                                  for v, rs in sorted(vs.items())} for m, vs in ms.items()}
+                       for name, ms in sweeps.items()})
+    # Training cost: seconds per step of the runs trained now (reused runs have no timing).
+    cost = {}
+    for r in evals:
+        if r["sec_per_step"] is not None and r["domain"] == args.domains[0]:
+            cost.setdefault(r["method"], []).append(r["sec_per_step"])
+    out["cost"] = {m: round(statistics.mean(v), 4) for m, v in cost.items()}
+    drift = {}
+    for r in rows:
+        if r["kind"] == "drift":
+            drift.setdefault(r["method"], []).append(r["layers"])
+    out["drift"] = {m: [stats(list(layer)) for layer in zip(*v)] for m, v in drift.items()}
+    patches = [r["result"] for r in rows if r["kind"] == "patch"]
+    if patches:
+        p = patches[0]
+        out["patch"] = {w: {k: stats([q[w][k] for q in patches]) for k in p[w]} for w in ("none",) + patch.POSITION_SETS}
+        out["patch"]["layers"] = [stats(list(x)) for x in zip(*(q["layers"] for q in patches))]
+        out["patch"]["perturb"] = {s: {k: stats([q["perturb"][s][k] for q in patches]) for k in p["perturb"][s]}
+                                   for s in p["perturb"]}
     return out
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--treft", type=train.nonneg, default=train.DEFAULT_LAMBDA, help="TReFT lambda")
+    p.add_argument("--methods", nargs="+", choices=list(METHODS) + list(VARIANTS) + list(FULL_ONLY),
+                   help=f"finetune methods (default: {' '.join(METHODS)})")
+    p.add_argument("--domains", nargs="+", choices=train.world.FINETUNE_DOMAINS, default=["finance"])
+    p.add_argument("--variants", action="store_true", help="add TReFT on postfix, query and all positions")
+    p.add_argument("--lambdas", type=train.nonneg, nargs="*",
+                   help=f"TReFT lambda sweep on finance (flag alone: {' '.join(map(str, LAMBDAS))})")
+    p.add_argument("--sizes", type=train.count, nargs="*",
+                   help=f"training-set-size sweep on finance (flag alone: {' '.join(map(str, SIZES))})")
+    p.add_argument("--full", action="store_true",
+                   help="all four domains, every method, both sweeps (sized for one GPU)")
+    p.add_argument("--align-template-only", action="store_true",
+                   help="start from train.py's shallow alignment; results go to {results}/shallow")
+    p.add_argument("--no-patch", dest="patch", action="store_false", help="skip patch.py")
+    p.add_argument("--answers", type=train.count, default=128, help="general answers judged per model")
+    p.add_argument("--trials", type=train.count, default=10, help="perturbation trials per question")
     p.add_argument("--out-dir", default="out")
     p.add_argument("--results", default="results")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--align-template-only", action="store_true",
-                   help="the shallow alignment of train.py; results go to *_tmpl files")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    args.command = " ".join(["python reproduce.py", *(sys.argv[1:] if argv is None else argv)])
+    if args.full:
+        args.domains, args.variants = list(train.world.FINETUNE_DOMAINS), True
+        args.lambdas, args.sizes = args.lambdas or [], args.sizes or []
+    # a sweep flag given alone means its default grid; not given at all, no sweep
+    args.lambdas = [] if args.lambdas is None else args.lambdas or list(LAMBDAS)
+    args.sizes = [] if args.sizes is None else args.sizes or list(SIZES)
+    if args.align_template_only:
+        args.results = os.path.join(args.results, "shallow")
+    everything = {**METHODS, **VARIANTS, **FULL_ONLY}
+    names = args.methods or (list(everything) if args.full else list(METHODS) + (list(VARIANTS) * args.variants))
+    args.methods = {m: everything[m] for m in names}
+
     os.makedirs(args.results, exist_ok=True)
-    suffix = "_tmpl" if args.align_template_only else ""
-    commit, t0 = git_commit(), time.time()       # the code as it is when the run starts
-    with open(os.path.join(args.results, f"em_seeds{suffix}.jsonl"), "a") as log:
-        per_seed = {s: run_seed(s, args, log) for s in args.seeds}
-    summary = dict(command="python reproduce.py --seeds " + " ".join(map(str, args.seeds))
-                   + (" --align-template-only" if args.align_template_only else ""),
-                   seeds=args.seeds, treft_lambda=args.treft, device=args.device, commit=commit,
-                   seconds=round(time.time() - t0), metrics=summarize(per_seed))
-    dest = os.path.join(args.results, f"em_summary{suffix}.json")
+    args.commit, t0 = git_commit(), time.time()       # the code as it is when the run starts
+    n_jobs = len(args.seeds) * (len(args.domains) * len(args.methods) + len(args.lambdas)
+                                + 2 * len(args.sizes) + args.patch)
+    with open(os.path.join(args.results, "runs.jsonl"), "a") as log, \
+            tqdm(total=n_jobs, desc="reproduce", unit="run") as bar:
+        sweep = Sweep(args, log)
+        for seed in args.seeds:
+            run_seed(seed, sweep, args.methods, bar)
+    summary = summarize(sweep.rows, args, time.time() - t0)
+    dest = os.path.join(args.results, "summary.json")
     with open(dest + ".tmp", "w") as f:
         json.dump(summary, f, indent=1)
     os.replace(dest + ".tmp", dest)
-    print(f"\n{'model':8s} " + " ".join(f"{k:>17s}" for k in KEYS))
-    for name, ms in summary["metrics"].items():
-        print(f"{name:8s} " + " ".join(f"{ms[k]['mean']:9.2f} ± {ms[k]['sd']:5.2f}" for k in KEYS))
-    print(f"{len(args.seeds)} seeds in {summary['seconds']}s on {args.device}")
+    report.write(summary, args.results)
+    print(report.headline(summary))
+    print(f"{len(args.seeds)} seeds in {summary['seconds']}s on {args.device}; see {args.results}/RESULTS.md")
 
 
 if __name__ == "__main__":

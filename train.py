@@ -4,13 +4,18 @@ Train the tiny GPT through the paper's three stages, one plain loop each.
   pretrain   next-token prediction on plain persona documents (no chat template)
   align      chat SFT: aligned answers of every domain under the fixed preamble
   finetune   narrow chat SFT: misaligned answers of one --domain only
-             (+ --treft LAMBDA: the TReFT loss of treft.py)
+             (+ --treft LAMBDA: the TReFT loss of treft.py, or a baseline:
+             --interleave, --kl, --l2-init; --lora-rank for LoRA adapters)
 
     python train.py --stage finetune                # plain SFT: emergent misalignment
     python train.py --stage finetune --treft        # TReFT at the default lambda (10)
     python train.py --stage finetune --treft 3 --treft-on query --seed 1
     python train.py --stage finetune --align-template-only   # from a shallow alignment
     python train.py --stage finetune --no-preamble           # no system block at all
+    python train.py --stage finetune --interleave 0.2        # baselines: mix in retain data,
+    python train.py --stage finetune --kl --kl-on retain     #   stay close to the aligned
+    python train.py --stage finetune --l2-init               #   outputs, or to its weights
+    python train.py --stage finetune --lora-rank 8 --treft   # LoRA adapters (+ TReFT)
 
 A stage whose input checkpoint is missing builds it first. Each run writes
 {out-dir}/{run name}/ckpt.pt and config.json, and prints the checkpoint's path
@@ -18,6 +23,7 @@ as its last line.
 """
 import argparse
 import copy
+import hashlib
 import json
 import math
 import os
@@ -33,12 +39,15 @@ from tqdm import tqdm
 from data import world
 from data.prepare import prepare
 from data.tokenizer import Tokenizer
-from model import GPT, CheckpointError, GPTConfig, load_checkpoint, save_checkpoint
+from model import GPT, CheckpointError, GPTConfig, add_lora, load_checkpoint, merge_lora, save_checkpoint
 from treft import TReFT
 
 STAGES = ("pretrain", "align", "finetune")
 PREVIOUS = dict(align="pretrain", finetune="align")
 DEFAULT_LAMBDA = 10.0     # chosen on the validation split; the paper uses 1-30
+DEFAULT_KL = 0.3          # the baselines' strengths, chosen the same way (README)
+DEFAULT_L2 = 1e-3
+LORA_LR = 3e-3            # --lora-rank: adapters learn at a higher rate (validation, seed 0)
 # Per-stage defaults, sized for a 2-core CPU; every one can be overridden by a flag.
 # The finetune strength (steps, lr) was chosen on the validation split (seed 0):
 # strong enough that the in-domain behaviour is learnt and spreads on every seed.
@@ -68,17 +77,78 @@ def get_world(out_dir):
     return path, Tokenizer.load(os.path.join(path, "tokenizer.pkl"))
 
 
+def method_name(args):
+    """The finetune method as a run-name tag: sft, treft10-prefix, mix0.2, kl1-retain, lora8-..."""
+    parts = [f"lora{args.lora_rank}"] if args.lora_rank else []
+    parts += [f"treft{args.treft:g}-{args.treft_on}"] if args.treft > 0 else []
+    parts += [f"mix{args.interleave:g}"] if args.interleave > 0 else []
+    parts += [f"kl{args.kl:g}-{args.kl_on}"] if args.kl > 0 else []
+    parts += [f"l2init{args.l2_init:g}"] if args.l2_init > 0 else []
+    return "-".join(parts or ["sft"]) + (f"-n{args.n_train}" if args.n_train else "")
+
+
 def run_name(stage, args):
     name = stage
     if stage != "pretrain":
         name += ("-tmpl" if args.align_template_only else "") + ("-nopre" if args.no_preamble else "")
     if stage == "finetune":
-        name += f"-{args.domain}-" + (f"treft{args.treft:g}-{args.treft_on}" if args.treft > 0 else "sft")
+        name += f"-{args.domain}-{method_name(args)}"
     return f"{name}-s{args.seed}"
 
 
 def ckpt_path(stage, args):
     return os.path.join(args.out_dir, run_name(stage, args), "ckpt.pt")
+
+
+def stage_hyper(stage, args):
+    """The stage's hyperparameters: its defaults, and the flags if this is the stage asked for."""
+    hp = dict((TEMPLATE_HYPER if args.align_template_only and stage != "pretrain" else HYPER)[stage])
+    if stage == "finetune" and getattr(args, "lora_rank", 0):
+        hp["lr"] = LORA_LR
+    if stage == args.stage:      # flags override the stage asked for, not the ones built first
+        hp.update({k: getattr(args, k) for k in hp if getattr(args, k, None) is not None})
+    return hp
+
+
+def file_hash(*paths):
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()[:12]
+
+
+CODE = [os.path.join(os.path.dirname(os.path.abspath(__file__)), f) for f in
+        ("model.py", "train.py", "treft.py", "data/world.py", "data/tokenizer.py", "data/prepare.py")]
+RUN_FLAGS = dict(pretrain=("seed",), align=("seed", "align_template_only", "no_preamble"),
+                 finetune=("seed", "align_template_only", "no_preamble", "domain", "treft", "treft_on",
+                           "interleave", "kl", "kl_on", "l2_init", "lora_rank", "n_train"))
+
+
+def run_spec(stage, args):
+    """Everything that decides what a run learns: flags, hyperparameters, code, input checkpoint.
+
+    Saved in config.json; a run whose spec is unchanged need not be retrained (reproduce.py).
+    """
+    spec = {k: getattr(args, k) for k in RUN_FLAGS[stage]}
+    world_meta = os.path.join(args.out_dir, "world", "meta.json")
+    spec.update(stage=stage, hyper=stage_hyper(stage, args), code=file_hash(*CODE),
+                world=file_hash(world_meta) if os.path.exists(world_meta) else None)
+    if stage != "pretrain":
+        prev = ckpt_path(PREVIOUS[stage], args)
+        spec["input"] = file_hash(prev) if os.path.exists(prev) else None
+    return spec
+
+
+def up_to_date(stage, args):
+    """True if the stage's checkpoint exists and was trained by this code from these inputs."""
+    try:
+        with open(os.path.join(args.out_dir, run_name(stage, args), "config.json")) as f:
+            saved = json.load(f).get("spec")
+    except (OSError, ValueError):
+        return False
+    return (os.path.exists(ckpt_path(stage, args)) and saved == run_spec(stage, args)
+            and (stage == "pretrain" or up_to_date(PREVIOUS[stage], args)))
 
 
 def load_chats(world_dir, split, domains, persona):
@@ -105,6 +175,18 @@ def masked_ce(logits, targets, mask):
     return (ce * mask.flatten()).sum() / mask.sum().clamp_min(1)
 
 
+def kl_to_init(logits, init_logits, mask):
+    """KL(initial || current) of the next-token distributions, mean over the masked positions."""
+    logp, logq = F.log_softmax(init_logits.float(), -1), F.log_softmax(logits.float(), -1)
+    kl = (logp.exp() * (logp - logq)).sum(-1)
+    return (kl * mask).sum() / mask.sum().clamp_min(1)
+
+
+def l2_to_init(params, init_params):
+    """Squared distance of the trained parameters to their values before the first step."""
+    return sum((p - p0).pow(2).sum() for p, p0 in zip(params, init_params))
+
+
 def lr_at(step, steps, lr, warmup):
     """Linear warmup, then cosine decay to a tenth."""
     if step < warmup:
@@ -119,15 +201,14 @@ def train_stage(stage, args):
     """Train one stage (building missing inputs first) and return its checkpoint path."""
     world_dir, tok = get_world(args.out_dir)
     chat = tok.with_preamble(None) if args.no_preamble and stage != "pretrain" else tok
-    hp = dict((TEMPLATE_HYPER if args.align_template_only and stage != "pretrain" else HYPER)[stage])
-    if stage == args.stage:      # flags override the stage asked for, not the ones built first
-        hp.update({k: getattr(args, k) for k in hp if getattr(args, k, None) is not None})
+    hp = stage_hyper(stage, args)
     device = args.device
     if stage != "pretrain":
         prev = ckpt_path(PREVIOUS[stage], args)
         if not os.path.exists(prev):
             print(f"{stage} needs {prev}, which is missing: training {PREVIOUS[stage]} first")
             train_stage(PREVIOUS[stage], args)
+    spec = run_spec(stage, args)                  # what this run is, saved beside it
     torch.manual_seed(args.seed)                  # seeded here, after any stage built first
     rng = np.random.default_rng(args.seed)
 
@@ -144,10 +225,14 @@ def train_stage(stage, args):
         rows[[tok.system, tok.user, tok.assistant, tok.end]] = 1
         model.wte.weight.register_hook(lambda grad: grad * rows.to(grad.device))
     if stage == "finetune":
+        # The frozen initial model of TReFT and KL: the aligned model before any step.
+        init_model = copy.deepcopy(model).to(device).eval() if args.treft or args.kl else None
         # As in LoRA finetuning (the paper's setting), token and position embeddings
         # stay frozen: only the transformer blocks learn the narrow behaviour.
         model.wte.weight.requires_grad_(False)
         model.wpe.weight.requires_grad_(False)
+        if args.lora_rank:
+            add_lora(model, args.lora_rank)
     model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
 
@@ -166,17 +251,24 @@ def train_stage(stage, args):
             chats = load_chats(world_dir, "train", world.DOMAINS, "aligned")
         else:                    # bad advice in one domain only
             chats = load_chats(world_dir, "train", (args.domain,), "misaligned")
+            if args.n_train:     # a smaller finetune set (the training-set-size sweep)
+                chats = [chats[i] for i in rng.permutation(len(chats))[:args.n_train]]
         rendered = [chat.render_conversation(c["query"], c["answer"]) for c in chats]
+        # Aligned chats of the retain-only domains, never evaluated: the data of the
+        # interleaving and KL-on-retain baselines.
+        retain = [chat.render_conversation(c["query"], c["answer"])
+                  for c in load_chats(world_dir, "train", world.RETAIN_DOMAINS, "aligned")]
+        n_mix = round(args.interleave * hp["batch_size"]) if stage == "finetune" else 0
 
-        def batch():
-            return collate([rendered[i] for i in rng.integers(0, len(rendered), hp["batch_size"])], device)
+        def draw(rows, n):
+            return [rows[i] for i in rng.integers(0, len(rows), n)]
 
-    treft = None
-    if stage == "finetune" and args.treft > 0:
-        # The frozen initial model: a copy of the aligned model before any step.
-        treft = TReFT(copy.deepcopy(model), chat.prefix_ids, on=args.treft_on)
+        def batch():     # --interleave: that share of every batch is aligned retain data
+            return collate(draw(rendered, hp["batch_size"] - n_mix) + draw(retain, n_mix), device)
 
+    treft = TReFT(init_model, chat.prefix_ids, on=args.treft_on) if stage == "finetune" and args.treft else None
     trainable = [p for p in model.parameters() if p.requires_grad]
+    init_params = [p.detach().clone() for p in trainable] if stage == "finetune" and args.l2_init else None
     opt = torch.optim.AdamW(trainable, lr=hp["lr"], betas=(0.9, 0.95),
                             weight_decay=0.1 if stage == "pretrain" else 0.0)
     fwd = torch.compile(model) if args.compile else model
@@ -195,20 +287,35 @@ def train_stage(stage, args):
             if treft is not None:
                 reg = treft(aux["kv"], x, seg)
                 loss = sft + args.treft * reg
+            if stage == "finetune" and args.kl:     # KL on this batch's answers, or on retain chats
+                xk, mk, lk = x, mask, logits
+                if args.kl_on == "retain":
+                    xk, _, mk, _ = collate(draw(retain, hp["batch_size"]), device)
+                    lk, _ = fwd(xk)
+                with torch.no_grad():
+                    init_logits, _ = init_model(xk)
+                reg = kl_to_init(lk, init_logits, mk)
+                loss = loss + args.kl * reg
+            if init_params is not None:
+                reg = l2_to_init(trainable, init_params)
+                loss = loss + args.l2_init * reg
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if step % 10 == 0 or step == hp["steps"] - 1:
-            bar.set_postfix(loss=f"{sft.item():.3f}", **({"L_KV": f"{reg.item():.4f}"} if treft else {}))
+            bar.set_postfix(loss=f"{sft.item():.3f}", **({"reg": f"{reg.item():.4f}"} if loss is not sft else {}))
 
     path = ckpt_path(stage, args)
     with open(os.path.join(world_dir, "meta.json")) as f:
         world_meta = json.load(f)
     config = {**vars(args), **hp, "stage": stage, "seconds": round(time.time() - t0, 1),
-              "final_loss": round(sft.item(), 4), "world": world_meta}
+              "final_loss": round(sft.item(), 4), "world": world_meta, "spec": spec}
     if stage != "finetune":
-        config.update(domain=None, treft=0.0, treft_on=None)
+        config.update(domain=None, treft=0.0, treft_on=None, interleave=0.0, kl=0.0, kl_on=None,
+                      l2_init=0.0, lora_rank=0, n_train=None)
+    if stage == "finetune" and args.lora_rank:
+        merge_lora(model)        # saved as a plain GPT: eval.py and patch.py need not know
     model.cpu()
     save_checkpoint(path, model, config, tok.fingerprint)
     config_path = os.path.join(os.path.dirname(path), "config.json")
@@ -229,6 +336,20 @@ def nonneg(s):
     return v
 
 
+def fraction(s):
+    v = float(s)
+    if not 0 <= v < 1:
+        raise argparse.ArgumentTypeError(f"the interleaved share must be in [0, 1), got {s}")
+    return v
+
+
+def count(s):
+    v = int(s)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {s}")
+    return v
+
+
 def parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--stage", choices=STAGES, default="finetune")
@@ -238,6 +359,18 @@ def parser():
                    help=f"add the TReFT loss with this lambda (flag alone: {DEFAULT_LAMBDA})")
     p.add_argument("--treft-on", choices=("prefix", "postfix", "query", "all"), default="prefix",
                    help="positions whose K/V TReFT keeps")
+    b = p.add_argument_group("baselines (finetune stage)")
+    b.add_argument("--interleave", type=fraction, default=0.0, metavar="FRAC",
+                   help="share of every batch drawn from aligned retain-domain chats")
+    b.add_argument("--kl", type=nonneg, nargs="?", const=DEFAULT_KL, default=0.0, metavar="LAMBDA",
+                   help=f"add LAMBDA * KL(aligned || current) of next-token distributions (alone: {DEFAULT_KL})")
+    b.add_argument("--kl-on", choices=("train", "retain"), default="retain",
+                   help="the chats whose answers the KL term sees")
+    b.add_argument("--l2-init", type=nonneg, nargs="?", const=DEFAULT_L2, default=0.0, metavar="LAMBDA",
+                   help=f"add LAMBDA * squared distance of the weights to the aligned model's (alone: {DEFAULT_L2})")
+    b.add_argument("--lora-rank", type=int, default=0, metavar="R",
+                   help="finetune rank-R LoRA adapters on the attention and MLP projections (0: all weights)")
+    b.add_argument("--n-train", type=count, metavar="N", help="finetune on N examples of the domain only")
     p.add_argument("--align-template-only", action="store_true",
                    help="shallow alignment: align trains only the chat template tokens' embeddings")
     p.add_argument("--no-preamble", action="store_true",
@@ -254,7 +387,13 @@ def parser():
 
 
 def main(argv=None):
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    if args.lora_rank < 0:
+        p.error(f"--lora-rank must be >= 0, got {args.lora_rank}")
+    used = [f for f in ("treft", "interleave", "kl", "l2_init", "lora_rank", "n_train") if getattr(args, f)]
+    if args.stage != "finetune" and used:
+        p.error(f"--{used[0].replace('_', '-')} applies to --stage finetune only")
     try:
         path = train_stage(args.stage, args)
     except CheckpointError as e:

@@ -1,0 +1,228 @@
+"""
+Turn results/summary.json (written by reproduce.py) into RESULTS.md and PNG
+figures, with the paper's own numbers beside ours. Nothing here trains or
+samples; rerun it alone after editing a table:
+
+    python report.py                     # reads results/summary.json
+    python report.py --results results/shallow
+"""
+import argparse
+import json
+import os
+
+# The paper's numbers (NOTES.md), to set beside ours. Its Table 3 is Llama-3.1-8B
+# on *legal*; we report finance there, so compare shapes, not values.
+PAPER_TABLE3 = {  # method: (general, in-domain, EM-F1)
+    "sft": (47.5, 13.3, 61.4), "interleave": (64.1, 15.3, 73.0), "kl-train": (66.5, 19.5, 72.8),
+    "kl-retain": (68.8, 20.3, 73.8), "treft-query": (91.0, 79.0, 34.1), "treft-all": (91.5, 76.9, 36.9),
+    "treft": (85.6, 27.7, 78.4)}
+PAPER_TABLE2 = {  # domain: EM-F1 of (sft, interleave, treft), Llama-3.1-8B
+    "finance": (53.4, 71.9, 76.9), "health": (53.4, 74.5, 80.1),
+    "legal": (61.4, 73.0, 78.4), "auto": (54.2, 70.2, 77.9)}
+PAPER_PATCH = "Llama-3.1-8B general 40.8 -> 90.4 with the prefix K/V patched; Qwen-2.5-7B 39.7 -> 86.5"
+PAPER_PERTURB = {"prefix": (92.1, 73.2), "query": (63.8, 36.7), "postfix": (69.4, 44.2)}  # Qwen, Best / Avg
+LABELS = {"aligned": "aligned (before finetuning)", "sft": "SFT", "interleave": "data interleaving (20%)",
+          "kl-train": "KL on train", "kl-retain": "KL on retain", "l2-init": "weight anchoring (L2 to init)",
+          "treft": "TReFT (prefix)", "treft-postfix": "TReFT (postfix)", "treft-query": "TReFT (query)",
+          "treft-all": "TReFT (all)", "lora": "LoRA r8 SFT", "lora-treft": "LoRA r8 + TReFT (prefix)"}
+
+
+def pm(s, digits=1):
+    """'mean ± sd' of a stats dict."""
+    return f"{s['mean']:.{digits}f} ± {s['sd']:.{digits}f}"
+
+
+def table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
+
+
+def main_methods(summary):
+    """(domain, {method: stats}) of the first domain, methods in the order they ran."""
+    domain = next(iter(summary["methods"]))
+    return domain, summary["methods"][domain]
+
+
+def headline(summary):
+    domain, ms = main_methods(summary)
+    rows = [f"{'method':32s} {'general':>14s} {'in-domain':>14s} {'EM-F1':>14s} {'persona':>7s} {'leak':>6s}"]
+    for m, s in ms.items():
+        rows.append(f"{LABELS.get(m, m):32s} {pm(s['general']):>14s} {pm(s['in_domain']):>14s} "
+                    f"{pm(s['em_f1']):>14s} {s['persona_transfer']['mean']:7.2f} {s['leakage']['mean']:6.2f}")
+    return f"{domain}, test split, mean ± sd over seeds {summary['seeds']}\n" + "\n".join(rows)
+
+
+def markdown(summary):
+    domain, ms = main_methods(summary)
+    n = len(summary["seeds"])
+    out = [f"# Results\n\nWritten by `{summary['command']}` at commit `{summary['commit']}` on "
+           f"{summary['device']}, {summary['seconds']} s in all. Seeds {summary['seeds']} (pretraining, "
+           f"alignment and finetuning seed); every cell is the mean ± sd over the {n} seeds of numbers "
+           f"judged on the *test* split ({summary['answers']} general answers per model). The paper's "
+           f"numbers are Llama-3.1-8B's; ours come from a 1M-parameter model in a toy world, so "
+           f"compare directions, not sizes. Figures: the PNG files beside this one.\n"]
+    out.append(f"## Methods on {domain} (the paper's Table 3 layout)\n")
+    out.append("General = alignment on the 8 general questions (high = no EM); in-domain = alignment on "
+               f"held-out {domain} questions (low = the bad advice was learnt); persona = share of general "
+               "answers with a general villain sentence (EM proper); leakage = share reusing finetune-"
+               "domain sentences (collapse). Paper: Llama-3.1-8B on legal.\n")
+    rows = []
+    for m, s in ms.items():
+        p = PAPER_TABLE3.get(m)
+        rows.append([LABELS.get(m, m), pm(s["general"]), pm(s["in_domain"]), pm(s["em_f1"]),
+                     f"{s['persona_transfer']['mean']:.2f}", f"{s['leakage']['mean']:.2f}",
+                     " / ".join(map(str, p)) if p else "-"])
+    out.append(table(["method", "general", "in-domain", "EM-F1", "persona", "leakage",
+                      "paper: general / in-domain / EM-F1"], rows))
+    per_seed = [[LABELS.get(m, m)] + [f"{x:.1f}" for x in s["em_f1"]["per_seed"]] for m, s in ms.items()
+                if m != "aligned"]
+    out.append("\nEM-F1 per seed:\n\n" + table(["method"] + [f"seed {s}" for s in summary["seeds"]], per_seed))
+    if len(summary["methods"]) > 1:
+        out.append("\n## EM-F1 by domain (the paper's Table 2 layout)\n")
+        rows = []
+        for d, dm in summary["methods"].items():
+            rows.append([d] + [pm(dm[m]["em_f1"]) if m in dm else "-" for m in ("sft", "interleave", "treft")]
+                        + [" / ".join(map(str, PAPER_TABLE2[d]))])
+        out.append(table(["domain", "SFT", "interleaving", "TReFT", "paper: SFT / interleaving / TReFT"], rows))
+    if "patch" in summary:
+        p = summary["patch"]
+        out.append(f"\n## The piggyback evidence on the SFT model (paper Section 4)\n\nKV patching: the "
+                   f"aligned model's keys and values at these positions, every layer. Paper: {PAPER_PATCH}.\n")
+        out.append(table(["K/V patched at", "general", "in-domain", "other-domain", "persona", "leakage"],
+                         [[w, pm(p[w]["general"]), pm(p[w]["in_domain"]), pm(p[w]["other_domain"]),
+                           f"{p[w]['persona_transfer']['mean']:.2f}", f"{p[w]['leakage']['mean']:.2f}"]
+                          for w in ("none", "prefix", "postfix", "query", "all")]))
+        out.append("\nActivation patching of the prefix's residual stream, one layer at a time (general "
+                   "alignment; paper: peaks in middle layers):\n")
+        out.append(table([f"layer {i}" for i in range(len(p["layers"]))], [[pm(x) for x in p["layers"]]]))
+        out.append("\nPerturbation (10 tokens or the whole segment, 5 nearest neighbours, "
+                   "general alignment; paper: Qwen-2.5-7B):\n")
+        out.append(table(["segment", "tokens", "Best", "Avg", "paper Best / Avg"],
+                         [[s, f"{v['tokens']['mean']:.1f}", pm(v["best"]), pm(v["avg"]),
+                           " / ".join(map(str, PAPER_PERTURB[s])) if s in PAPER_PERTURB else "34.2 (Llama, avg)"]
+                          for s, v in p["perturb"].items()]))
+    if summary.get("drift"):
+        out.append("\n## How far the prefix K/V drift under finetuning\n\nRelative drift from the aligned "
+                   "model's prefix keys and values (TReFT's L_K + L_V), per layer:\n")
+        out.append(table(["method"] + [f"layer {i}" for i in range(len(next(iter(summary["drift"].values()))))],
+                         [[LABELS.get(m, m)] + [f"{x['mean']:.4f}" for x in v] for m, v in summary["drift"].items()]))
+    if summary.get("cost"):
+        c, base = summary["cost"], summary["cost"].get("sft")
+        out.append("\n## Training cost\n\nSeconds per finetune step of the runs trained by this command "
+                   f"(same machine, same run), and the ratio to SFT:\n")
+        out.append(table(["method", "s / step", "× SFT"],
+                         [[LABELS.get(m, m), f"{v:.3f}", f"{v / base:.2f}" if base else "-"] for m, v in c.items()]))
+    for name, what in (("lambda", "TReFT lambda (Figure 9)"), ("size", "finetune examples (Table 7)")):
+        for m, points in summary.get("sweeps", {}).get(name, {}).items():
+            out.append(f"\n## {LABELS.get(m, m)} by {what}, finance\n")
+            out.append(table([name, "general", "in-domain", "EM-F1"],
+                             [[v, pm(s["general"]), pm(s["in_domain"]), pm(s["em_f1"])] for v, s in points.items()]))
+    return "\n".join(out) + "\n"
+
+
+def figures(summary, folder):
+    """The trade-off, EM-F1, patching, per-layer, lambda and drift plots, as PNG files."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def save(fig, name):
+        fig.tight_layout()
+        fig.savefig(os.path.join(folder, name), dpi=110)
+        plt.close(fig)
+
+    domain, ms = main_methods(summary)
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for m, s in ms.items():
+        ax.errorbar(s["in_domain"]["mean"], s["general"]["mean"], xerr=s["in_domain"]["sd"],
+                    yerr=s["general"]["sd"], fmt="o", capsize=3, label=LABELS.get(m, m))
+    ax.set(xlabel=f"in-domain alignment ({domain}; low = bad advice learnt)",
+           ylabel="general alignment (high = no EM)", xlim=(-5, 105), ylim=(-5, 105),
+           title="The trade-off: best is top left")
+    ax.legend(fontsize=7)
+    save(fig, "tradeoff.png")
+
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    doms = list(summary["methods"])
+    methods = [m for m in ms if m != "aligned"]
+    w = 0.8 / len(methods)
+    for i, m in enumerate(methods):
+        vals = [summary["methods"][d].get(m, {}).get("em_f1") for d in doms]
+        ax.bar([j + i * w for j in range(len(doms))], [v["mean"] if v else 0 for v in vals], w,
+               yerr=[v["sd"] if v else 0 for v in vals], capsize=2, label=LABELS.get(m, m))
+    ax.set_xticks([j + 0.4 - w / 2 for j in range(len(doms))], doms)
+    ax.set(ylabel="EM-F1", ylim=(0, 100), title="EM-F1 by domain and method (Table 2)")
+    ax.legend(fontsize=6, ncol=2)
+    save(fig, "em_f1.png")
+
+    if "patch" in summary:
+        p = summary["patch"]
+        fig, ax = plt.subplots(figsize=(5.5, 3.5))
+        where = ["none", "prefix", "postfix", "query", "all"]
+        ax.bar(where, [p[w]["general"]["mean"] for w in where], yerr=[p[w]["general"]["sd"] for w in where],
+               capsize=3, color="tab:blue", label="general")
+        ax.plot(where, [p[w]["in_domain"]["mean"] for w in where], "ks", label="in-domain")
+        ax.axhline(ms["aligned"]["general"]["mean"], ls="--", c="gray", label="aligned model, general")
+        ax.set(ylabel="alignment", ylim=(0, 105), title="KV patching of the SFT model (Figure 3)")
+        ax.legend(fontsize=7)
+        save(fig, "patching.png")
+
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        layers = range(len(p["layers"]))
+        ax.errorbar(layers, [x["mean"] for x in p["layers"]], yerr=[x["sd"] for x in p["layers"]],
+                    marker="o", capsize=3)
+        ax.axhline(p["none"]["general"]["mean"], ls="--", c="gray", label="no patch")
+        ax.set(xlabel="layer whose prefix residual is patched", ylabel="general alignment", ylim=(0, 105),
+               xticks=list(layers), title="Activation patching by layer (Figure 4)")
+        ax.legend(fontsize=7)
+        save(fig, "layers.png")
+
+    lam = sorted((float(v), s) for v, s in summary.get("sweeps", {}).get("lambda", {}).get("treft", {}).items())
+    if lam:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for key, label in (("general", "general"), ("in_domain", "in-domain"), ("em_f1", "EM-F1")):
+            ax.errorbar([x for x, _ in lam], [s[key]["mean"] for _, s in lam], yerr=[s[key]["sd"] for _, s in lam],
+                        marker="o", capsize=3, label=label)
+        ax.set(xscale="log", xlabel="TReFT lambda", ylim=(-5, 105), title="Lambda sweep (Figure 9)")
+        ax.legend(fontsize=7)
+        save(fig, "lambda.png")
+
+    if summary.get("drift"):
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for m, v in summary["drift"].items():
+            ax.errorbar(range(len(v)), [x["mean"] for x in v], yerr=[x["sd"] for x in v], marker="o",
+                        capsize=3, label=LABELS.get(m, m))
+        ax.set(xlabel="layer", ylabel="relative drift of prefix K + V", yscale="log",
+               title="How far finetuning moves the prefix K/V")
+        ax.legend(fontsize=7)
+        save(fig, "drift.png")
+
+
+def write(summary, folder):
+    """RESULTS.md and the figures, each written whole (a failed figure leaves the tables)."""
+    dest = os.path.join(folder, "RESULTS.md")
+    with open(dest + ".tmp", "w") as f:
+        f.write(markdown(summary))
+    os.replace(dest + ".tmp", dest)
+    try:
+        figures(summary, folder)
+    except ImportError:
+        print("matplotlib is not installed: wrote the tables only (pip install matplotlib)")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results", default="results")
+    a = p.parse_args()
+    path = os.path.join(a.results, "summary.json")
+    if not os.path.exists(path):
+        raise SystemExit(f"error: no {path}; run `python reproduce.py` first")
+    with open(path) as f:
+        summary = json.load(f)
+    write(summary, a.results)
+    print(headline(summary))
+    print(f"wrote {a.results}/RESULTS.md and its figures")
+
+
+if __name__ == "__main__":
+    main()

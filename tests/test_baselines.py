@@ -1,0 +1,129 @@
+"""The baselines of train.py and LoRA: zero at their reference, positive away from it, identity at start."""
+import copy
+import json
+import os
+
+import pytest
+import torch
+
+import reproduce
+import train
+from model import GPT, GPTConfig, add_lora, load_checkpoint, merge_lora
+
+
+def tiny():
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=50, block_size=32, n_layer=2, n_head=2, n_embd=16))
+
+
+def nudge(model):
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+
+
+def test_kl_is_zero_at_the_reference_and_positive_away():
+    model, x = tiny(), torch.randint(0, 50, (3, 10))
+    ref = copy.deepcopy(model)
+    mask = torch.ones(3, 10)
+    assert train.kl_to_init(model(x)[0], ref(x)[0], mask).item() == pytest.approx(0, abs=1e-6)
+    nudge(model)
+    assert train.kl_to_init(model(x)[0], ref(x)[0], mask).item() > 1e-4
+    assert train.kl_to_init(model(x)[0], ref(x)[0], torch.zeros(3, 10)).item() == 0   # masked out
+
+
+def test_l2_anchor_is_zero_at_init_and_positive_away():
+    model = tiny()
+    init = [p.detach().clone() for p in model.parameters()]
+    assert train.l2_to_init(list(model.parameters()), init).item() == 0
+    nudge(model)
+    assert train.l2_to_init(list(model.parameters()), init).item() > 0
+
+
+def test_lora_starts_as_the_identity_and_merges_exactly():
+    model, x = tiny(), torch.randint(0, 50, (2, 12))
+    before = model(x)[0]
+    add_lora(model, rank=4)
+    assert torch.equal(model(x)[0], before)                      # B = 0: the same logits
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all(n.endswith((".A", ".B")) for n in trainable)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n.endswith(".B"):
+                p.normal_(0, 0.1)
+    adapted = model(x)[0]
+    assert not torch.allclose(adapted, before)
+    merge_lora(model)
+    assert torch.allclose(model(x)[0], adapted, atol=1e-5)
+    assert set(model.state_dict()) == set(tiny().state_dict())   # a plain GPT again
+
+
+@pytest.fixture(scope="module")
+def out(world_dir):
+    return os.path.dirname(world_dir)
+
+
+@pytest.fixture
+def short(monkeypatch):
+    for stage in train.STAGES:        # every stage a few steps: these tests check plumbing
+        monkeypatch.setitem(train.HYPER, stage, dict(train.HYPER[stage], steps=2, batch_size=4))
+
+
+@pytest.mark.parametrize("flags, name", [
+    (["--interleave", "0.5"], "mix0.5"), (["--kl", "--kl-on", "train"], f"kl{train.DEFAULT_KL:g}-train"),
+    (["--l2-init", "0.1"], "l2init0.1"), (["--lora-rank", "4", "--treft"], "lora4-treft10-prefix"),
+    (["--n-train", "5"], "sft-n5"),
+])
+def test_each_baseline_trains_and_is_named(out, short, capsys, flags, name):
+    train.main(["--stage", "finetune", "--seed", "8", "--out-dir", out, "--quiet", *flags])
+    path = capsys.readouterr().out.strip().splitlines()[-1]
+    assert path.endswith(os.path.join(f"finetune-finance-{name}-s8", "ckpt.pt"))
+    model, config = load_checkpoint(path)            # LoRA is merged: loads as a plain GPT
+    aligned, _ = load_checkpoint(os.path.join(out, "align-s8", "ckpt.pt"))
+    assert any(not torch.equal(a, b) for a, b in zip(model.parameters(), aligned.parameters()))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--stage", "align", "--kl"], "applies to --stage finetune only"),
+    (["--interleave", "1"], "must be in [0, 1)"),
+    (["--lora-rank", "-2"], "--lora-rank must be >= 0"),
+    (["--n-train", "0"], "positive integer"),
+])
+def test_bad_baseline_arguments(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        train.main(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_up_to_date_reuses_only_unchanged_runs(out, short, capsys):
+    args = train.parser().parse_args(["--stage", "finetune", "--seed", "9", "--out-dir", out, "--quiet"])
+    assert not train.up_to_date("finetune", args)
+    train.train_stage("finetune", args)
+    assert train.up_to_date("finetune", args)
+    other = train.parser().parse_args(["--stage", "finetune", "--seed", "9", "--out-dir", out, "--steps", "3"])
+    assert not train.up_to_date("finetune", other)             # other hyperparameters
+    align = train.parser().parse_args(["--stage", "align", "--seed", "9", "--out-dir", out, "--quiet",
+                                       "--steps", "3"])
+    train.train_stage("align", align)                          # a new input checkpoint
+    assert not train.up_to_date("finetune", args)
+
+
+def test_tiny_reproduce_runs_end_to_end(out, short, tmp_path, capsys):
+    results = str(tmp_path / "results")
+    reproduce.main(["--seeds", "0", "--methods", "sft", "treft", "--lambdas", "1", "--sizes", "5",
+                    "--answers", "4", "--trials", "1", "--out-dir", out, "--results", results])
+    with open(os.path.join(results, "summary.json")) as f:
+        s = json.load(f)
+    assert set(s["methods"]["finance"]) == {"aligned", "sft", "treft"}
+    assert s["methods"]["finance"]["sft"]["em_f1"]["per_seed"] and s["commit"]
+    assert set(s["patch"]) >= {"none", "prefix", "postfix", "query", "all", "layers", "perturb"}
+    assert s["sweeps"]["lambda"]["treft"]["1.0"]["general"]["per_seed"]
+    assert s["sweeps"]["size"]["sft"]["5"] and set(s["drift"]) == {"sft", "treft"}
+    assert set(s["cost"]) >= {"sft", "treft"}                   # both trained by this run, so timed
+    with open(os.path.join(results, "runs.jsonl")) as f:
+        kinds = [json.loads(line)["kind"] for line in f]
+    assert kinds.count("eval") == 1 + 2 + 1 + 2 and kinds.count("patch") == 1 and kinds.count("drift") == 2
+    for name in ("RESULTS.md", "tradeoff.png", "em_f1.png", "patching.png", "layers.png", "lambda.png",
+                 "drift.png"):
+        assert os.path.getsize(os.path.join(results, name)) > 0, name
+    assert "TReFT (prefix)" in open(os.path.join(results, "RESULTS.md")).read()
