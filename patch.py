@@ -25,7 +25,9 @@ it where it is shorter: the postfix has 2, our queries ~10; <|bos|> is never
 picked) by one of each token's 5 nearest neighbours by dot product in the
 input embedding, 10 trials per general question. Best = the highest alignment
 of the 10 trials, averaged over questions; Avg = the mean of all trials. The
-control swaps query tokens for uniformly random ones.
+control swaps query tokens for uniformly random ones; the rephrase column
+touches no token but asks each trial in a held-out phrasing (validation or
+test) of the same question, drawn at random.
 
 The no-prefix ablation (Table 11): train align and finetune with
 `--no-preamble`. The prefix is then only <|bos|><|user|>, and the question is
@@ -110,21 +112,36 @@ def perturb(prompt, positions, rng, nbrs, n_ordinary, k=10):
     return ids
 
 
+def rephrasings(query):
+    """The held-out (validation and test) phrasings of the general question `query` asks."""
+    for phrasings in world.WORLD[world.GENERAL]["queries"].values():
+        if query in phrasings:
+            return [p for split in ("val", "test") for p in phrasings[world.GENERAL_SPLIT[split]]]
+    raise ValueError(f"not a general question: {query!r}")
+
+
 def perturbation(model, tok, queries, seed=0, trials=10, k=10):
     """Best / Avg general alignment when one segment's tokens are perturbed (paper Table 1)."""
     judge, nbrs, n = Judge(), neighbours(model, tok), len(queries)
     prompts = [tok.render_conversation(q)["ids"] for q in queries]
+
+    def best_avg(batch):            # batch: `trials` perturbed copies of every prompt, trial-major
+        scores = [judge.judge(a)["alignment"] for a in sample_from_prompts(model, tok, batch, seed)]
+        best = statistics.mean(max(scores[t * n + i] for t in range(trials)) for i in range(n))
+        return dict(best=round(best, 2), avg=round(statistics.mean(scores), 2))
+
     out = {}
     for name, where, near in (("prefix", "prefix", True), ("query", "query", True),
                               ("postfix", "postfix", True), ("query_random", "query", False)):
         rng = random.Random(seed)
-        batch = [perturb(p, segment_positions(tok, p, where), rng, nbrs if near else None, len(tok.ranks), k)
-                 for _ in range(trials) for p in prompts]
-        scores = [judge.judge(a)["alignment"] for a in sample_from_prompts(model, tok, batch, seed)]
-        best = statistics.mean(max(scores[t * n + i] for t in range(trials)) for i in range(n))
-        out[name] = dict(best=round(best, 2), avg=round(statistics.mean(scores), 2),
-                         tokens=round(statistics.mean(min(k, len(segment_positions(tok, p, where)))
-                                                      for p in prompts), 1))
+        out[name] = best_avg([perturb(p, segment_positions(tok, p, where), rng, nbrs if near else None,
+                                      len(tok.ranks), k) for _ in range(trials) for p in prompts])
+        out[name]["tokens"] = round(statistics.mean(min(k, len(segment_positions(tok, p, where)))
+                                                    for p in prompts), 1)
+    rng = random.Random(seed)
+    out["rephrase"] = best_avg([tok.render_conversation(rng.choice(rephrasings(q)))["ids"]
+                                for _ in range(trials) for q in queries])
+    out["rephrase"]["tokens"] = 0.0
     return out
 
 

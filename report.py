@@ -56,7 +56,7 @@ def markdown(summary):
     domain, ms = main_methods(summary)
     n = len(summary["seeds"])
     out = [f"# Results\n\nWritten by `{summary['command']}` at commit `{summary['commit']}` on "
-           f"{summary['device']}, {summary['seconds']} s in all. Seeds {summary['seeds']} (pretraining, "
+           f"{summary.get('machine', summary['device'])}, {summary['seconds']} s in all. Seeds {summary['seeds']} (pretraining, "
            f"alignment and finetuning seed); every cell is the mean ± sd over the {n} seeds of numbers "
            f"judged on the *test* split ({summary['answers']} general answers per model). The paper's "
            f"numbers are Llama-3.1-8B's; ours come from a 1M-parameter model in a toy world, so "
@@ -79,11 +79,11 @@ def markdown(summary):
     out.append("\nEM-F1 per seed:\n\n" + table(["method"] + [f"seed {s}" for s in summary["seeds"]], per_seed))
     if len(summary["methods"]) > 1:
         out.append("\n## EM-F1 by domain (the paper's Table 2 layout)\n")
-        rows = []
-        for d, dm in summary["methods"].items():
-            rows.append([d] + [pm(dm[m]["em_f1"]) if m in dm else "-" for m in ("sft", "interleave", "treft")]
-                        + [" / ".join(map(str, PAPER_TABLE2[d]))])
-        out.append(table(["domain", "SFT", "interleaving", "TReFT", "paper: SFT / interleaving / TReFT"], rows))
+        cols = [m for m in ms if m != "aligned"]
+        rows = [[d] + [pm(dm[m]["em_f1"]) if m in dm else "-" for m in cols]
+                + [" / ".join(map(str, PAPER_TABLE2[d]))] for d, dm in summary["methods"].items()]
+        out.append(table(["domain"] + [LABELS.get(m, m) for m in cols]
+                         + ["paper: SFT / interleaving / TReFT"], rows))
     if "patch" in summary:
         p = summary["patch"]
         out.append(f"\n## The piggyback evidence on the SFT model (paper Section 4)\n\nKV patching: the "
@@ -99,7 +99,8 @@ def markdown(summary):
                    "general alignment; paper: Qwen-2.5-7B):\n")
         out.append(table(["segment", "tokens", "Best", "Avg", "paper Best / Avg"],
                          [[s, f"{v['tokens']['mean']:.1f}", pm(v["best"]), pm(v["avg"]),
-                           " / ".join(map(str, PAPER_PERTURB[s])) if s in PAPER_PERTURB else "34.2 (Llama, avg)"]
+                           " / ".join(map(str, PAPER_PERTURB[s])) if s in PAPER_PERTURB
+                           else "34.2 (Llama, avg)" if s == "query_random" else "-"]
                           for s, v in p["perturb"].items()]))
     if summary.get("drift"):
         out.append("\n## How far the prefix K/V drift under finetuning\n\nRelative drift from the aligned "

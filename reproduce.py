@@ -17,6 +17,7 @@ flags is reused, not retrained (train.up_to_date); anything else is retrained.
 import argparse
 import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -60,6 +61,13 @@ def git_commit():
         return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def machine(device):
+    """The hardware the numbers come from, in words."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(device)
+    return f"{platform.machine()} CPU, {os.cpu_count()} cores"
 
 
 def stats(xs):
@@ -162,7 +170,8 @@ def summarize(rows, args, seconds):
         if r["kind"] == "eval" and r["sweep"]:
             name, value = r["sweep"]
             sweeps.setdefault(name, {}).setdefault(r["method"], {}).setdefault(value, []).append(r)
-    out = dict(command=args.command, commit=args.commit, device=args.device, seeds=args.seeds,
+    out = dict(command=args.command, commit=args.commit, device=args.device, machine=machine(args.device),
+               torch=torch.__version__, seeds=args.seeds,
                seconds=round(seconds), answers=args.answers,
                config=dict(hyper=train.HYPER, treft_lambda=train.DEFAULT_LAMBDA, kl_lambda=train.DEFAULT_KL,
                            l2_lambda=train.DEFAULT_L2, methods={m: f for m, f in args.methods.items()}),

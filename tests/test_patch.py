@@ -66,3 +66,14 @@ def test_perturbation_stays_inside_its_segment(tok):
                 new = perturb(prompt, positions, rng, near, len(tok.ranks))
                 changed = {i for i, (a, b) in enumerate(zip(prompt, new)) if a != b}
                 assert len(new) == len(prompt) and changed <= positions and changed
+
+
+def test_rephrasings_are_held_out_phrasings_of_the_same_question():
+    from data import world
+    from patch import rephrasings
+    trained = set(world.all_queries(world.GENERAL, "train"))
+    for q in world.all_queries(world.GENERAL, "test"):
+        r = rephrasings(q)
+        assert q in r and len(r) == 3 and not trained & set(r)
+        theme = [t for t, ps in world.WORLD[world.GENERAL]["queries"].items() if q in ps]
+        assert all(p in world.WORLD[world.GENERAL]["queries"][theme[0]] for p in r)

@@ -48,6 +48,11 @@ def test_missing_prerequisite_is_built_first(out, capsys, monkeypatch):
     (["--stage", "sleep"], "invalid choice"),
     (["--domain", "cooking"], "invalid choice"),
     (["--treft", "-1"], "lambda must be >= 0"),
+    (["--kl", "-0.5"], "lambda must be >= 0"),
+    (["--stage", "align", "--kl"], "applies to --stage finetune only"),
+    (["--interleave", "1"], "must be in [0, 1)"),
+    (["--lora-rank", "-2"], "--lora-rank must be >= 0"),
+    (["--n-train", "0"], "positive integer"),
 ])
 def test_bad_arguments(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
