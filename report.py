@@ -56,7 +56,9 @@ def markdown(summary):
     domain, ms = main_methods(summary)
     n = len(summary["seeds"])
     out = [f"# Results\n\nWritten by `{summary['command']}` at commit `{summary['commit']}` on "
-           f"{summary.get('machine', summary['device'])}, {summary['seconds']} s in all. Seeds {summary['seeds']} (pretraining, "
+           f"{summary.get('machine', summary['device'])}: {summary['seconds']} s for this command, which "
+           f"reused every checkpoint already trained by the same code from the same inputs "
+           f"(README: the time from scratch). Seeds {summary['seeds']} (pretraining, "
            f"alignment and finetuning seed); every cell is the mean ± sd over the {n} seeds of numbers "
            f"judged on the *test* split ({summary['answers']} general answers per model). The paper's "
            f"numbers are Llama-3.1-8B's; ours come from a 1M-parameter model in a toy world, so "
@@ -109,8 +111,8 @@ def markdown(summary):
                          [[LABELS.get(m, m)] + [f"{x['mean']:.4f}" for x in v] for m, v in summary["drift"].items()]))
     if summary.get("cost"):
         c, base = summary["cost"], summary["cost"].get("sft")
-        out.append("\n## Training cost\n\nSeconds per finetune step of the runs trained by this command "
-                   f"(same machine, same run), and the ratio to SFT:\n")
+        out.append("\n## Training cost\n\nSeconds per finetune step, every method timed for 30 steps back "
+                   "to back in this command (seed of the first run, first domain), and the ratio to SFT:\n")
         out.append(table(["method", "s / step", "× SFT"],
                          [[LABELS.get(m, m), f"{v:.3f}", f"{v / base:.2f}" if base else "-"] for m, v in c.items()]))
     for name, what in (("lambda", "TReFT lambda (Figure 9)"), ("size", "finetune examples (Table 7)")):

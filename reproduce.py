@@ -21,6 +21,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import torch
@@ -160,6 +161,29 @@ def run_seed(seed, sweep, methods, bar):
         bar.update()
 
 
+def cost_benchmark(sweep, seed, steps=30):
+    """Seconds per finetune step of every method, timed back to back in this process.
+
+    Each method trains `steps` steps from this seed's aligned model in a scratch
+    folder that links to the real world and checkpoints, so nothing real is
+    overwritten and reused runs are timed too. Read the ratios between methods:
+    the absolute numbers depend on the machine.
+    """
+    args, out = sweep.args, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for method, flags in args.methods.items():
+            targs = train.parser().parse_args(["--stage", "finetune", "--seed", str(seed), "--steps", str(steps),
+                                               "--domain", args.domains[0], *flags, *sweep.common,
+                                               "--out-dir", tmp])
+            for name in ("world", train.run_name("pretrain", targs), train.run_name("align", targs)):
+                if not os.path.exists(os.path.join(tmp, name)):
+                    os.symlink(os.path.abspath(os.path.join(args.out_dir, name)), os.path.join(tmp, name))
+            with open(os.path.join(os.path.dirname(train.train_stage("finetune", targs)), "config.json")) as f:
+                c = json.load(f)
+            out[method] = round(c["seconds"] / c["steps"], 4)
+    return out
+
+
 def summarize(rows, args, seconds):
     """Mean, spread and per-seed values of every measurement, keyed as report.py reads them."""
     evals = [r for r in rows if r["kind"] == "eval" and not r["sweep"]]
@@ -180,12 +204,7 @@ def summarize(rows, args, seconds):
                sweeps={name: {m: {str(v): {k: stats([r["metrics"][k] for r in rs]) for k in ("general", "in_domain", "em_f1")}
                                   for v, rs in sorted(vs.items())} for m, vs in ms.items()}
                        for name, ms in sweeps.items()})
-    # Training cost: seconds per step of the runs trained now (reused runs have no timing).
-    cost = {}
-    for r in evals:
-        if r["sec_per_step"] is not None and r["domain"] == args.domains[0]:
-            cost.setdefault(r["method"], []).append(r["sec_per_step"])
-    out["cost"] = {m: round(statistics.mean(v), 4) for m, v in cost.items()}
+    out["cost"] = args.cost
     drift = {}
     for r in rows:
         if r["kind"] == "drift":
@@ -245,6 +264,7 @@ def main(argv=None):
         sweep = Sweep(args, log)
         for seed in args.seeds:
             run_seed(seed, sweep, args.methods, bar)
+        args.cost = cost_benchmark(sweep, args.seeds[0])
     summary = summarize(sweep.rows, args, time.time() - t0)
     dest = os.path.join(args.results, "summary.json")
     with open(dest + ".tmp", "w") as f:
