@@ -111,7 +111,7 @@ def markdown(summary):
                          [[LABELS.get(m, m)] + [f"{x['mean']:.4f}" for x in v] for m, v in summary["drift"].items()]))
     if summary.get("cost"):
         c, base = summary["cost"], summary["cost"].get("sft")
-        out.append("\n## Training cost\n\nSeconds per finetune step, every method timed for 30 steps back "
+        out.append("\n## Training cost\n\nSeconds per finetune step, every method timed for 60 steps back "
                    "to back in this command (seed of the first run, first domain), and the ratio to SFT:\n")
         out.append(table(["method", "s / step", "× SFT"],
                          [[LABELS.get(m, m), f"{v:.3f}", f"{v / base:.2f}" if base else "-"] for m, v in c.items()]))

@@ -161,18 +161,19 @@ def run_seed(seed, sweep, methods, bar):
         bar.update()
 
 
-def cost_benchmark(sweep, seed, steps=30):
+def cost_benchmark(sweep, seed, steps=60):
     """Seconds per finetune step of every method, timed back to back in this process.
 
-    Each method trains `steps` steps from this seed's aligned model in a scratch
-    folder that links to the real world and checkpoints, so nothing real is
-    overwritten and reused runs are timed too. Read the ratios between methods:
-    the absolute numbers depend on the machine.
+    After an untimed warm-up, each method trains `steps` steps from this seed's
+    aligned model in a scratch folder that links to the real world and
+    checkpoints, so nothing real is overwritten and reused runs are timed too.
+    Read the ratios between methods: the absolute numbers depend on the machine.
     """
     args, out = sweep.args, {}
+    warm_up = [("warm-up", 10, [])]
     with tempfile.TemporaryDirectory() as tmp:
-        for method, flags in args.methods.items():
-            targs = train.parser().parse_args(["--stage", "finetune", "--seed", str(seed), "--steps", str(steps),
+        for method, n, flags in warm_up + [(m, steps, f) for m, f in args.methods.items()]:
+            targs = train.parser().parse_args(["--stage", "finetune", "--seed", str(seed), "--steps", str(n),
                                                "--domain", args.domains[0], *flags, *sweep.common,
                                                "--out-dir", tmp])
             for name in ("world", train.run_name("pretrain", targs), train.run_name("align", targs)):
@@ -181,6 +182,7 @@ def cost_benchmark(sweep, seed, steps=30):
             with open(os.path.join(os.path.dirname(train.train_stage("finetune", targs)), "config.json")) as f:
                 c = json.load(f)
             out[method] = round(c["seconds"] / c["steps"], 4)
+    out.pop("warm-up")
     return out
 
 
