@@ -85,15 +85,12 @@ class Sweep:
         self.common += ["--align-template-only"] if args.align_template_only else []
 
     def checkpoint(self, stage, seed, flags=()):
-        """The path of an up-to-date checkpoint for these flags, and how long training took (None: reused)."""
+        """The path of an up-to-date checkpoint for these flags, training what is stale first."""
         targs = train.parser().parse_args(["--stage", stage, "--seed", str(seed), *flags, *self.common])
-        sec_per_step = None
         for s in train.STAGES[:train.STAGES.index(stage) + 1]:     # pretrain, align, ... in order
             if not train.up_to_date(s, targs):
-                with open(os.path.join(os.path.dirname(train.train_stage(s, targs)), "config.json")) as f:
-                    c = json.load(f)
-                sec_per_step = c["seconds"] / c["steps"]
-        return train.ckpt_path(stage, targs), sec_per_step
+                train.train_stage(s, targs)
+        return train.ckpt_path(stage, targs)
 
     def record(self, **row):
         row.update(commit=self.args.commit)
@@ -101,17 +98,21 @@ class Sweep:
         self.log.write(json.dumps(row) + "\n")
         self.log.flush()
 
-    def evaluate(self, seed, domain, method, flags, tok, sweep=None):
-        """Train (or reuse) one finetuned model and judge it on the test split.
+    def judge(self, model, tok, seed, domain, method, flags, ckpt, sweep=None):
+        """Judge one model on the test split and record it.
 
         sweep = (name, value) marks a point of a sweep, e.g. ("lambda", 3.0).
         """
-        path, sec_per_step = self.checkpoint("finetune", seed, ["--domain", domain, *flags])
-        model, _ = load_checkpoint(path, tok.fingerprint)
-        m = evaluate(model.to(self.args.device), tok, domain, "test", seed=0, n_answers=self.n_answers)
+        m = evaluate(model, tok, domain, "test", seed=0, n_answers=self.n_answers)
         m.pop("examples")
-        self.record(kind="eval", seed=seed, domain=domain, method=method, flags=flags, ckpt=path,
-                    sec_per_step=sec_per_step, metrics=m, sweep=sweep)
+        self.record(kind="eval", seed=seed, domain=domain, method=method, flags=flags, ckpt=ckpt,
+                    metrics=m, sweep=sweep)
+
+    def evaluate(self, seed, domain, method, flags, tok, sweep=None):
+        """Train (or reuse) one finetuned model, judge it, and return it."""
+        path = self.checkpoint("finetune", seed, ["--domain", domain, *flags])
+        model, _ = load_checkpoint(path, tok.fingerprint)
+        self.judge(model.to(self.args.device), tok, seed, domain, method, flags, path, sweep)
         return model
 
     @property
@@ -131,15 +132,12 @@ def prefix_drift(model, ref, tok):
 def run_seed(seed, sweep, methods, bar):
     """Every model of one seed: aligned, each domain x method, the sweeps, patching."""
     args = sweep.args
-    aligned_path, _ = sweep.checkpoint("align", seed)
+    aligned_path = sweep.checkpoint("align", seed)
     _, tok = train.get_world(args.out_dir)
     aligned, _ = load_checkpoint(aligned_path, tok.fingerprint)
     aligned.to(args.device).eval()
     for domain in args.domains:
-        m = evaluate(aligned, tok, domain, "test", seed=0, n_answers=sweep.n_answers)
-        m.pop("examples")
-        sweep.record(kind="eval", seed=seed, domain=domain, method="aligned", flags=[], ckpt=aligned_path,
-                     sec_per_step=None, metrics=m, sweep=None)
+        sweep.judge(aligned, tok, seed, domain, "aligned", [], aligned_path)
         for method, flags in methods.items():
             model = sweep.evaluate(seed, domain, method, flags, tok)
             if domain == args.domains[0] and method in ("sft", "treft"):
@@ -153,7 +151,7 @@ def run_seed(seed, sweep, methods, bar):
             sweep.evaluate(seed, "finance", method, [*flags, "--n-train", str(n)], tok, sweep=("size", n))
             bar.update()
     if args.patch:
-        path, _ = sweep.checkpoint("finetune", seed, ["--domain", args.domains[0]])
+        path = sweep.checkpoint("finetune", seed, ["--domain", args.domains[0]])
         model, _ = load_checkpoint(path, tok.fingerprint)
         r = patch.run(model.to(args.device).eval(), aligned, tok, args.domains[0], "test", seed=0,
                       n_answers=sweep.n_answers, trials=args.trials)
