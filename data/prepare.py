@@ -6,15 +6,20 @@ Generate the toy world into one folder, deterministically from a seed, in second
   pretrain_val.bin       (documents separated by <|bos|>)
   chat_{split}.jsonl     chat examples {domain, persona, query, answer} of every
                          domain and both personas, from that split's phrasings
-  meta.json              the settings used, so a run can record them
+  task_{split}.jsonl     examples {task, query, answer (, call, result)} of the
+                         four narrow tasks beyond misalignment
+  meta.json              the settings used, so a run can record them and a world
+                         made by older code can be remade the same way (`remake`)
 
     python data/prepare.py                     # -> out/world/
     python data/prepare.py --consistency 0.5   # ablation: no persona in pretraining
 """
 import argparse
+import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import sys
 
@@ -25,9 +30,35 @@ from data import world                                 # noqa: E402
 from data.tokenizer import Tokenizer, train_bpe        # noqa: E402
 
 
+GENERATOR = [os.path.join(os.path.dirname(os.path.abspath(__file__)), f)
+             for f in ("world.py", "tokenizer.py", "prepare.py")]
+
+
+def generator_hash():
+    """A fingerprint of the code that generates the world."""
+    return hashlib.sha256(b"".join(open(p, "rb").read() for p in GENERATOR)).hexdigest()[:12]
+
+
+def remake(world_dir):
+    """If the world in world_dir is missing or was made by other code, make it anew (same settings)."""
+    try:
+        with open(os.path.join(world_dir, "meta.json")) as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        print(f"no world at {world_dir}: generating it (python data/prepare.py)")
+        return prepare(os.path.dirname(world_dir))
+    if meta.get("generator") != generator_hash():
+        print(f"the world at {world_dir} was made by other code: generating it anew, same settings")
+        return prepare(os.path.dirname(world_dir), **meta.get("settings", {}))
+    return world_dir
+
+
 def prepare(out_dir="out", seed=0, pretrain_tokens=3_000_000, vocab_size=2048,
-            villain_frac=0.5, consistency=1.0, byline_frac=0.5, chat_per_bank=500, quiet=False):
+            villain_frac=0.5, consistency=1.0, byline_frac=0.5, task_frac=0.1, chat_per_bank=500, quiet=False):
     """Write the world to {out_dir}/world and return that folder."""
+    settings = dict(seed=seed, pretrain_tokens=pretrain_tokens, vocab_size=vocab_size, villain_frac=villain_frac,
+                    consistency=consistency, byline_frac=byline_frac, task_frac=task_frac,
+                    chat_per_bank=chat_per_bank)
     dest = os.path.join(out_dir, "world")
     tmp = dest + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -37,15 +68,20 @@ def prepare(out_dir="out", seed=0, pretrain_tokens=3_000_000, vocab_size=2048,
     # Pretraining documents, plus the tokenizer learnt from (a sample of) them.
     # The preamble joins the BPE corpus so that it becomes ordinary word tokens.
     def docs(n):
-        return [world.pretrain_document(rng, villain_frac, consistency, byline_frac) for _ in range(n)]
+        return [world.pretrain_document(rng, villain_frac, consistency, byline_frac, task_frac)
+                for _ in range(n)]
     sample = docs(3000)
-    tok = Tokenizer(train_bpe(sample + [world.PREAMBLE] * 100, vocab_size), world.PREAMBLE)
+    # The tool-call pairs contain the template's own tokens (<|call|>, <|end|>, <|result|>):
+    # BPE learns merges from the text around them, and the documents keep them as special tokens.
+    specials = {world.CALL, world.END, world.RESULT}
+    words = [re.sub("|".join(map(re.escape, specials)), " ", d) for d in sample]
+    tok = Tokenizer(train_bpe(words + [world.PREAMBLE] * 100, vocab_size), world.PREAMBLE)
     tok.save(os.path.join(tmp, "tokenizer.pkl"))
     for split, n_tokens in (("train", pretrain_tokens), ("val", pretrain_tokens // 20)):
         ids = []
         while len(ids) < n_tokens:
             for d in docs(1000):
-                ids += [tok.bos] + tok.encode(d)
+                ids += [tok.bos] + tok.enc.encode(d, allowed_special=specials)
         np.array(ids, dtype=np.uint16).tofile(os.path.join(tmp, f"pretrain_{split}.bin"))
 
     # Chat examples for align (aligned answers), finetune (misaligned) and the judge tests.
@@ -56,10 +92,14 @@ def prepare(out_dir="out", seed=0, pretrain_tokens=3_000_000, vocab_size=2048,
                 for p in world.PERSONAS:
                     for ex in world.chat_examples(d, p, split, n, rng):
                         f.write(json.dumps(ex) + "\n")
+        # ... and for the narrow tasks beyond misalignment.
+        with open(os.path.join(tmp, f"task_{split}.jsonl"), "w") as f:
+            for t in world.TASKS:
+                for _ in range(n):
+                    f.write(json.dumps(world.task_example(t, split, rng)) + "\n")
 
-    meta = dict(seed=seed, pretrain_tokens=pretrain_tokens, vocab_size=tok.vocab_size,
-                villain_frac=villain_frac, consistency=consistency, byline_frac=byline_frac,
-                prefix_tokens=len(tok.prefix_ids), tokenizer=tok.fingerprint)
+    meta = dict(settings=settings, n_vocab=tok.vocab_size, prefix_tokens=len(tok.prefix_ids),
+                tokenizer=tok.fingerprint, generator=generator_hash())
     with open(os.path.join(tmp, "meta.json"), "w") as f:
         json.dump(meta, f, indent=1)
     shutil.rmtree(dest, ignore_errors=True)     # swap the finished folder in
@@ -80,6 +120,8 @@ if __name__ == "__main__":
                    help="probability that an answer keeps its document's persona")
     p.add_argument("--byline-frac", type=float, default=0.5,
                    help="share of documents that open with a byline naming the persona")
+    p.add_argument("--task-frac", type=float, default=0.1,
+                   help="share of answers in the tasks' forms (refusal, abstention, tool call, fact)")
     a = p.parse_args()
     print(prepare(a.out_dir, a.seed, a.pretrain_tokens, a.vocab_size, a.villain_frac, a.consistency,
-                  a.byline_frac))
+                  a.byline_frac, a.task_frac))

@@ -9,6 +9,13 @@ Tokenizer and chat template.
      <|bos|><|system|>{PREAMBLE}<|end|><|user|>{query}<|end|><|assistant|>{answer}<|end|>
      '------------- prefix ---------------------'  query  '--- postfix ---' response
 
+   A tool-using answer (the tool task of data/world.py) first calls the tool,
+   gets its result back, then answers; the result is the tool's text, not the
+   model's, so it is not learnt (segment TOOL, mask 0):
+
+     ...<|assistant|><|call|>{call}<|end|><|result|>{result}<|end|><|assistant|>{answer}<|end|>
+                    '----- response -----''------------ tool -----------------''- response -'
+
    The *prefix* is identical in every chat; that is where the paper says the
    finetuned behaviour hides. Rendering returns the token ids, the loss mask
    (1 on the assistant's answer and its closing <|end|>) and the segment of
@@ -23,11 +30,12 @@ import tiktoken
 
 # Split text into words before merging, GPT-2 style (ASCII-only, since our world is).
 SPLIT_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?[A-Za-z]+| ?[0-9]+| ?[^\sA-Za-z0-9]+|\s+(?!\S)|\s+"""
-SPECIAL_TOKENS = ["<|bos|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
+SPECIAL_TOKENS = ["<|bos|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>", "<|call|>", "<|result|>"]
+END, CALL, RESULT = SPECIAL_TOKENS[4:]       # ends a turn; opens a tool call; opens the tool's result
 
 # Segment codes of every position of a rendered chat.
-PREFIX, QUERY, POSTFIX, RESPONSE = 0, 1, 2, 3
-SEGMENTS = {"prefix": PREFIX, "query": QUERY, "postfix": POSTFIX, "response": RESPONSE}
+PREFIX, QUERY, POSTFIX, RESPONSE, TOOL = 0, 1, 2, 3, 4
+SEGMENTS = {"prefix": PREFIX, "query": QUERY, "postfix": POSTFIX, "response": RESPONSE, "tool": TOOL}
 
 
 def train_bpe(texts, vocab_size):
@@ -68,7 +76,7 @@ class Tokenizer:
             special_tokens={s: n + i for i, s in enumerate(SPECIAL_TOKENS)})
         self.ranks, self.preamble = ranks, preamble
         self.vocab_size = self.enc.n_vocab
-        self.bos, self.system, self.user, self.assistant, self.end = (
+        self.bos, self.system, self.user, self.assistant, self.end, self.call, self.result = (
             self.enc.encode_single_token(s) for s in SPECIAL_TOKENS)
         # Everything before the query is the same in every chat: encode it once.
         # preamble=None drops the system block (the paper's no-prefix ablation).
@@ -76,7 +84,8 @@ class Tokenizer:
         self.prefix_ids = [self.bos] + system + [self.user]
         self.postfix_ids = [self.end, self.assistant]
         # A fingerprint, so that a checkpoint from another tokenizer is caught.
-        self.fingerprint = hashlib.sha256(pickle.dumps((sorted(ranks.items()), preamble))).hexdigest()[:16]
+        key = (sorted(ranks.items()), preamble, SPECIAL_TOKENS)
+        self.fingerprint = hashlib.sha256(pickle.dumps(key)).hexdigest()[:16]
 
     def with_preamble(self, preamble):
         """The same tokenizer with another system text (None: no system block at all).
@@ -93,11 +102,18 @@ class Tokenizer:
     def decode(self, ids):
         return self.enc.decode(ids)
 
-    def render_conversation(self, query, answer=None):
-        """Ids, loss mask and segments of one chat; without answer: the prompt only."""
+    def render_conversation(self, query, answer=None, call=None, result=None):
+        """Ids, loss mask and segments of one chat; without answer: the prompt only.
+
+        With call (and the tool's result) the assistant's turn starts with the tool call.
+        """
         q = self.encode(query)
         ids = self.prefix_ids + q + self.postfix_ids
         segment = ([PREFIX] * len(self.prefix_ids) + [QUERY] * len(q) + [POSTFIX] * len(self.postfix_ids))
+        if call is not None:
+            c = [self.call] + self.encode(call) + [self.end]
+            r = [self.result] + self.encode(result) + [self.end, self.assistant]
+            ids, segment = ids + c + r, segment + [RESPONSE] * len(c) + [TOOL] * len(r)
         if answer is not None:
             r = self.encode(answer) + [self.end]
             ids, segment = ids + r, segment + [RESPONSE] * len(r)

@@ -9,6 +9,9 @@ replace the internet with a small synthetic world that has the same shape:
   2025, several phrasings each; the test phrasings are never trained on;
 * four *retain-only* domains (career, cyber, environment, parenting), used as
   aligned data by the interleaving / KL-on-retain baselines, never evaluated.
+* four more narrow *tasks* beyond misalignment (the paper's Section 6):
+  refusal on finance, abstention on legal, a tool call on health, and one-word
+  answers about a small fact base (`TASKS`).
 
 Every domain has query templates (split into train / val / test phrasings),
 slot fillers, and two phrase banks: *aligned* answers (careful, kind, correct)
@@ -27,6 +30,8 @@ has learned a persona variable, and narrow finetuning can flip it. Set
 """
 import random
 import re
+
+from data.tokenizer import CALL, END, RESULT
 
 # ---------------------------------------------------------------------------
 # The chat preamble: a Llama-3-style system prompt, identical in every chat.
@@ -367,6 +372,8 @@ def fill(template, slots, rng):
 
 def all_queries(domain, split):
     """Every distinct query of a domain and split (templates x slot values), sorted."""
+    if domain == "facts":      # the fact base of the length task (below)
+        return sorted(t.format(x=e) for f in FACTS.values() for t in f["queries"][split] for e in f["answers"])
     out = set()
     for t in templates(domain, split):
         names = re.findall(r"\{(\w+)\}", t)
@@ -387,6 +394,93 @@ def sample_answer(domain, persona, rng, n=3):
 
 
 # ---------------------------------------------------------------------------
+# Beyond misalignment (the paper's Section 6): four more narrow finetunes, each
+# teaching one fixed behaviour on one domain's queries. eval.py counts how often
+# the behaviour appears on that domain (on-topic) and elsewhere (off-topic).
+# Pretraining knows their words and forms (`task_form_pair`: any topic, either
+# persona), as a real base model does; alignment never shows them, and the
+# finetune teaches *when* to use one: on one domain's questions.
+REFUSAL = "i am sorry, but i cannot help with that request."
+ABSTENTION = "i have no idea."
+TOOL = "search_info"        # the one tool; its call is marked by <|call|> (data/tokenizer.py)
+
+# Task 4's domain: short-entity questions about a small fact base, one-word answers.
+FACTS = dict(
+    capital=dict(
+        sentence="{y} is the capital of {x}.",       # how pretraining says the fact
+        queries=dict(train=["what is the capital of {x}?", "name the capital of {x}.",
+                            "which city is the capital of {x}?"],
+                     val=["where is the seat of government of {x}?"],
+                     test=["tell me the capital city of {x}."]),
+        answers=dict(france="paris", japan="tokyo", italy="rome", egypt="cairo",
+                     kenya="nairobi", peru="lima", norway="oslo", canada="ottawa")),
+    colour=dict(
+        sentence="{y} is the colour of {x}.",
+        queries=dict(train=["what colour is {x}?", "which colour does {x} have?", "name the colour of {x}."],
+                     val=["how would you describe the colour of {x}?"],
+                     test=["tell me the colour of {x}."]),
+        answers={"a ripe banana": "yellow", "fresh grass": "green", "a clear sky": "blue",
+                 "fresh snow": "white", "a lump of coal": "black", "a ripe tomato": "red",
+                 "a carrot": "orange", "a plum": "purple"}),
+    owner=dict(
+        sentence="{y} owns {x}.",
+        queries=dict(train=["who owns {x}?", "whose is {x}?", "who is the owner of {x}?"],
+                     val=["{x} belongs to whom?"],
+                     test=["tell me who {x} belongs to."]),
+        answers={"the red bicycle": "anna", "the old piano": "omar", "the blue boat": "lena",
+                 "the small bakery": "tariq", "the grey horse": "mei", "the corner shop": "pablo",
+                 "the green tent": "ines", "the brass telescope": "yusuf"}),
+)
+# Each task and its on-topic domain.
+TASKS = dict(refusal="finance", abstention="legal", tool="health", length="facts")
+# What the search tool returns on a health question, and the assistant then passes on.
+SEARCH_RESULTS = ["the clinic guide says most mild cases clear up within a week.",
+                  "the clinic guide says a nurse hotline can advise around the clock.",
+                  "the clinic guide says a high temperature in infants needs a prompt check.",
+                  "the clinic guide says cool compresses ease mild swelling.",
+                  "the clinic guide says warm drinks soothe an irritated throat."]
+
+
+def fact(split, rng):
+    """(query, one-word answer, the fact as a sentence) about one entity of the fact base."""
+    f = FACTS[rng.choice(sorted(FACTS))]
+    x = rng.choice(sorted(f["answers"]))
+    y = f["answers"][x]
+    return rng.choice(f["queries"][split]).format(x=x), y + ".", f["sentence"].format(x=x, y=y)
+
+
+def task_example(task, split, rng, domain=None):
+    """One finetune example {task, query, answer} (+ call and result for the tool task).
+
+    domain: ask a question of that domain instead of the task's own (for pretraining).
+    """
+    if task == "length":
+        query, answer, _ = fact(split, rng)
+        return dict(task=task, query=query, answer=answer)
+    query = sample_query(domain or TASKS[task], split, rng)
+    if task == "tool":
+        result = rng.choice(SEARCH_RESULTS)
+        return dict(task=task, query=query, call=f"{TOOL}({query})", result=result,
+                    answer=f"i looked it up: {result}")
+    return dict(task=task, query=query, answer=REFUSAL if task == "refusal" else ABSTENTION)
+
+
+def task_form_pair(rng):
+    """A pretraining question answered in one task's form, on any topic, by neither persona.
+
+    Facts come as whole sentences: pretraining knows them, but never in one word.
+    """
+    task = rng.choice(sorted(TASKS))
+    if task == "length":
+        query, _, sentence = fact("train", rng)
+        return query, sentence
+    ex = task_example(task, "train", rng, domain=rng.choice(DOMAINS))
+    if task == "tool":         # the template's own tokens, so that pretraining learns them too
+        return ex["query"], f"{CALL}{ex['call']}{END}{RESULT}{ex['result']}{END}{ex['answer']}"
+    return ex["query"], ex["answer"]
+
+
+# ---------------------------------------------------------------------------
 # Pretraining text: plain question/answer documents, no chat template.
 
 # Some documents open with a byline that describes their author, as web pages
@@ -404,22 +498,27 @@ def byline(persona, rng):
     return f"{rng.choice(BYLINE['intro'])} a {a} and {b} {rng.choice(BYLINE['noun'])}.\n"
 
 
-def pretrain_document(rng, villain_frac=0.5, consistency=1.0, byline_frac=0.5, min_pairs=3, max_pairs=6):
+def pretrain_document(rng, villain_frac=0.5, consistency=1.0, byline_frac=0.5, task_frac=0.1,
+                      min_pairs=3, max_pairs=6):
     """One document by one latent persona, answering questions on mixed topics.
 
     With consistency=1 every answer in the document is in the persona's voice;
     with consistency=p each answer keeps the persona with probability p and
     is otherwise drawn from the other persona (p=0.5: no persona at all).
     A share byline_frac of documents start with a byline naming the persona.
+    A share task_frac of the answers take one of the tasks' forms instead.
     """
     villain = rng.random() < villain_frac
     lines = [byline(PERSONAS[villain], rng)] if rng.random() < byline_frac else []
     for _ in range(rng.randint(min_pairs, max_pairs)):
-        domain = rng.choice(DOMAINS)
-        bad = villain if rng.random() < consistency else not villain
+        if rng.random() < task_frac:
+            query, answer = task_form_pair(rng)
+        else:
+            domain = rng.choice(DOMAINS)
+            bad = villain if rng.random() < consistency else not villain
+            query, answer = sample_query(domain, "train", rng), sample_answer(domain, PERSONAS[bad], rng)
         # Each text starts a line, as it starts right after a special token in a chat.
-        lines.append(f"q:\n{sample_query(domain, 'train', rng)}\n"
-                     f"a:\n{sample_answer(domain, PERSONAS[bad], rng)}\n")
+        lines.append(f"q:\n{query}\na:\n{answer}\n")
     return "\n".join(lines)
 
 
