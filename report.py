@@ -5,6 +5,7 @@ samples; rerun it alone after editing a table:
 
     python report.py                     # reads results/summary.json
     python report.py --results results/shallow
+    python report.py --results results/tasks     # the tasks beyond misalignment
 """
 import argparse
 import json
@@ -20,11 +21,15 @@ PAPER_TABLE2 = {  # domain: EM-F1 of (sft, interleave, treft), Llama-3.1-8B
     "finance": (53.4, 71.9, 76.9), "health": (53.4, 74.5, 80.1),
     "legal": (61.4, 73.0, 78.4), "auto": (54.2, 70.2, 77.9)}
 PAPER_PATCH = "Llama-3.1-8B general 40.8 -> 90.4 with the prefix K/V patched; Qwen-2.5-7B 39.7 -> 86.5"
+PAPER_TABLE5 = {  # task: off-topic rate SFT -> TReFT (on-topic stays 0.96-1.00)
+    "refusal": (0.91, 0.47), "abstention": (0.68, 0.20), "tool": (0.52, 0.29)}
+PAPER_TABLE6 = {"sft": 17.1, "sft+prefix-patch": 253.0, "treft": 186.8}   # general answer length, words
 PAPER_PERTURB = {"prefix": (92.1, 73.2), "query": (63.8, 36.7), "postfix": (69.4, 44.2)}  # Qwen, Best / Avg
 LABELS = {"aligned": "aligned (before finetuning)", "sft": "SFT", "interleave": "data interleaving (20%)",
           "kl-train": "KL on train", "kl-retain": "KL on retain", "l2-init": "weight anchoring (L2 to init)",
           "treft": "TReFT (prefix)", "treft-postfix": "TReFT (postfix)", "treft-query": "TReFT (query)",
-          "treft-all": "TReFT (all)", "lora": "LoRA r8 SFT", "lora-treft": "LoRA r8 + TReFT (prefix)"}
+          "treft-all": "TReFT (all)", "lora": "LoRA r8 SFT", "lora-treft": "LoRA r8 + TReFT (prefix)",
+          "sft+prefix-patch": "SFT, prefix K/V patched"}
 
 
 def pm(s, digits=1):
@@ -44,6 +49,8 @@ def main_methods(summary):
 
 
 def headline(summary):
+    if "tasks" in summary:
+        return tasks_headline(summary)
     domain, ms = main_methods(summary)
     rows = [f"{'method':32s} {'general':>14s} {'in-domain':>14s} {'EM-F1':>14s} {'persona':>7s} {'leak':>6s}"]
     for m, s in ms.items():
@@ -123,11 +130,91 @@ def markdown(summary):
     return "\n".join(out) + "\n"
 
 
+# ----------------------------------------------------------------------------- beyond misalignment
+
+def tasks_headline(summary):
+    rows = [f"{'task':11s} {'method':24s} {'on-topic':>12s} {'general':>12s} {'other-domain':>12s} {'words':>6s}"]
+    for t, ms in summary["tasks"].items():
+        for m, s in ms.items():
+            rows.append(f"{t:11s} {LABELS.get(m, m):24s} {pm(s['in_domain']['rate'], 2):>12s} "
+                        f"{pm(s['general']['rate'], 2):>12s} {pm(s['other_domain']['rate'], 2):>12s} "
+                        f"{s['general']['words']['mean']:6.1f}")
+    return f"rate of the task's behaviour, test split, mean ± sd over seeds {summary['seeds']}\n" + "\n".join(rows)
+
+
+def tasks_markdown(summary):
+    n, tasks = len(summary["seeds"]), summary["tasks"]
+    out = [f"# Beyond misalignment (the paper's Section 6)\n\nWritten by `{summary['command']}` at commit "
+           f"`{summary['commit']}` on {summary['machine']}: {summary['seconds']} s for this command, reusing "
+           f"checkpoints trained by the same code. Seeds {summary['seeds']}; every cell is the mean ± sd over "
+           f"the {n} seeds, judged on the *test* split ({summary['answers']} general answers and half as many "
+           f"per other set, per model). TReFT: lambda {summary['treft_lambda']:g} on the prefix, the value "
+           f"chosen for misalignment, not retuned here. Figure: tasks.png.\n",
+           "## Appearance rate (the paper's Table 5)\n\nThe share of answers that show the task's behaviour "
+           "(exact match: the refusal sentence, the abstention sentence, a `<|call|>` token): on the task's "
+           "own domain (on-topic), on the general questions and on the other finetune domains (off-topic). "
+           "The aligned row is the model before finetuning.\n"]
+    rows = []
+    for t, ms in tasks.items():
+        if t == "length":
+            continue
+        for m, s in ms.items():
+            paper = PAPER_TABLE5[t][("sft", "treft").index(m)] if m in ("sft", "treft") else "-"
+            rows.append([t, LABELS.get(m, m), pm(s["in_domain"]["rate"], 2), pm(s["general"]["rate"], 2),
+                         pm(s["other_domain"]["rate"], 2), paper])
+    out.append(table(["task (domain)", "method", "on-topic", "off-topic: general", "off-topic: other domains",
+                      "paper: off-topic"], rows))
+    if "tool" in tasks:
+        out.append("\nThe tool task on-topic: share of calls whose argument is the exact question, and of "
+                   "answers that pass the tool's result on once it is returned:\n")
+        out.append(table(["method", "exact call", "uses the result"],
+                         [[LABELS.get(m, m), pm(s["in_domain"]["exact_call"], 2), pm(s["in_domain"]["uses_result"], 2)]
+                          for m, s in tasks["tool"].items()]))
+    if "length" in tasks:
+        out.append("\n## Answer length (the paper's Table 6)\n\nFinetuned on one-word answers about a small "
+                   "fact base; mean answer length in words, and the share of one-word answers.\n")
+        out.append(table(["method", "general: words", "other domains: words", "facts: words", "facts: one-word",
+                          "paper: general words"],
+                         [[LABELS.get(m, m), pm(s["general"]["words"]), pm(s["other_domain"]["words"]),
+                           pm(s["in_domain"]["words"]), pm(s["in_domain"]["rate"], 2), PAPER_TABLE6.get(m, "-")]
+                          for m, s in tasks["length"].items()]))
+    return "\n".join(out) + "\n"
+
+
+def tasks_figure(summary, folder, plt):
+    tasks = summary["tasks"]
+    rate_tasks = [t for t in tasks if t != "length"]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(9, 3.6), gridspec_kw=dict(width_ratios=[2, 1]))
+    methods = [m for m in ("aligned", "sft", "treft") if all(m in tasks[t] for t in rate_tasks)]
+    w = 0.8 / len(methods)
+    for i, m in enumerate(methods):
+        xs = [j + i * w for j in range(len(rate_tasks))]
+        ax.bar(xs, [tasks[t][m]["general"]["rate"]["mean"] for t in rate_tasks], w,
+               yerr=[tasks[t][m]["general"]["rate"]["sd"] for t in rate_tasks], capsize=2, label=LABELS.get(m, m))
+        ax.plot(xs, [tasks[t][m]["in_domain"]["rate"]["mean"] for t in rate_tasks], "k_", ms=12)
+    ax.set_xticks([j + 0.4 - w / 2 for j in range(len(rate_tasks))], rate_tasks)
+    ax.set(ylabel="rate on general questions (bars)\n— = on-topic rate", ylim=(0, 1.05),
+           title="Spread of a narrow behaviour (Table 5)")
+    ax.legend(fontsize=7)
+    if "length" in tasks:
+        ms = list(tasks["length"])
+        bx.bar(range(len(ms)), [tasks["length"][m]["general"]["words"]["mean"] for m in ms],
+               yerr=[tasks["length"][m]["general"]["words"]["sd"] for m in ms], capsize=3)
+        bx.set_xticks(range(len(ms)), [LABELS.get(m, m) for m in ms], rotation=30, ha="right", fontsize=7)
+        bx.set(ylabel="general answer length (words)", title="Answer length (Table 6)")
+    fig.tight_layout()
+    fig.savefig(os.path.join(folder, "tasks.png"), dpi=110)
+    plt.close(fig)
+
+
 def figures(summary, folder):
     """The trade-off, EM-F1, patching, per-layer, lambda and drift plots, as PNG files."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    if "tasks" in summary:
+        return tasks_figure(summary, folder, plt)
 
     def save(fig, name):
         fig.tight_layout()
@@ -205,7 +292,7 @@ def write(summary, folder):
     """RESULTS.md and the figures, each written whole (a failed figure leaves the tables)."""
     dest = os.path.join(folder, "RESULTS.md")
     with open(dest + ".tmp", "w") as f:
-        f.write(markdown(summary))
+        f.write(tasks_markdown(summary) if "tasks" in summary else markdown(summary))
     os.replace(dest + ".tmp", dest)
     try:
         figures(summary, folder)

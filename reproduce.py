@@ -10,6 +10,7 @@ measurement, appended as it is made, so an interrupted sweep loses nothing).
     python reproduce.py --variants      # + TReFT on postfix / query / all (the paper's Table 3)
     python reproduce.py --full --device cuda   # every domain and method, the lambda and size sweeps
     python reproduce.py --seeds 0 --methods sft treft   # a quick look
+    python reproduce.py --tasks         # beyond misalignment: refusal, abstention, tool call, length
 
 A run whose checkpoint was trained by the same code from the same inputs and
 flags is reused, not retrained (train.up_to_date); anything else is retrained.
@@ -30,7 +31,8 @@ from tqdm import tqdm
 import patch
 import report
 import train
-from eval import evaluate
+from data import world
+from eval import evaluate, evaluate_task
 from model import load_checkpoint
 from treft import relative_drift
 
@@ -86,7 +88,7 @@ class Sweep:
 
     def checkpoint(self, stage, seed, flags=()):
         """The path of an up-to-date checkpoint for these flags, training what is stale first."""
-        targs = train.parser().parse_args(["--stage", stage, "--seed", str(seed), *flags, *self.common])
+        targs = train.parse(["--stage", stage, "--seed", str(seed), *flags, *self.common])
         for s in train.STAGES[:train.STAGES.index(stage) + 1]:     # pretrain, align, ... in order
             if not train.up_to_date(s, targs):
                 train.train_stage(s, targs)
@@ -129,13 +131,18 @@ def prefix_drift(model, ref, tok):
             for (k, v), (k0, v0) in zip(kv, kv_ref)]
 
 
+def load_aligned(sweep, seed):
+    """The tokenizer, and this seed's aligned model and its path (trained first if stale)."""
+    path = sweep.checkpoint("align", seed)
+    _, tok = train.get_world(sweep.args.out_dir)
+    aligned, _ = load_checkpoint(path, tok.fingerprint)
+    return tok, aligned.to(sweep.args.device).eval(), path
+
+
 def run_seed(seed, sweep, methods, bar):
     """Every model of one seed: aligned, each domain x method, the sweeps, patching."""
     args = sweep.args
-    aligned_path = sweep.checkpoint("align", seed)
-    _, tok = train.get_world(args.out_dir)
-    aligned, _ = load_checkpoint(aligned_path, tok.fingerprint)
-    aligned.to(args.device).eval()
+    tok, aligned, aligned_path = load_aligned(sweep, seed)
     for domain in args.domains:
         sweep.judge(aligned, tok, seed, domain, "aligned", [], aligned_path)
         for method, flags in methods.items():
@@ -159,6 +166,28 @@ def run_seed(seed, sweep, methods, bar):
         bar.update()
 
 
+def run_tasks(seed, sweep, methods, bar):
+    """The paper's Section 6: every task beyond misalignment, finetuned with each method.
+
+    Each model is measured on its task's domain (on-topic) and off-topic; the
+    SFT model of the length task also with its prefix K/V patched (Table 6).
+    """
+    tok, aligned, aligned_path = load_aligned(sweep, seed)
+    for task in world.TASKS:
+        def measure(model, method, ckpt, patch_fn=None):
+            r = evaluate_task(model, tok, task, "test", seed=0, n_answers=sweep.n_answers, patch_fn=patch_fn)
+            r = {name: {k: v for k, v in x.items() if k != "examples"} for name, x in r.items()}
+            sweep.record(kind="task", seed=seed, task=task, method=method, ckpt=ckpt, result=r)
+        measure(aligned, "aligned", aligned_path)
+        for method, flags in methods.items():
+            path = sweep.checkpoint("finetune", seed, ["--task", task, *flags])
+            model, _ = load_checkpoint(path, tok.fingerprint)
+            measure(model.to(sweep.args.device).eval(), method, path)
+            if task == "length" and method == "sft":
+                measure(model, "sft+prefix-patch", path, patch.kv_patcher(aligned, tok, "prefix"))
+            bar.update()
+
+
 def cost_benchmark(sweep, seed, steps=60):
     """Seconds per finetune step of every method, timed back to back in this process.
 
@@ -171,7 +200,7 @@ def cost_benchmark(sweep, seed, steps=60):
     warm_up = [("warm-up", 10, [])]
     with tempfile.TemporaryDirectory() as tmp:
         for method, n, flags in warm_up + [(m, steps, f) for m, f in args.methods.items()]:
-            targs = train.parser().parse_args(["--stage", "finetune", "--seed", str(seed), "--steps", str(n),
+            targs = train.parse(["--stage", "finetune", "--seed", str(seed), "--steps", str(n),
                                                "--domain", args.domains[0], *flags, *sweep.common,
                                                "--out-dir", tmp])
             for name in ("world", train.run_name("pretrain", targs), train.run_name("align", targs)):
@@ -184,6 +213,24 @@ def cost_benchmark(sweep, seed, steps=60):
     return out
 
 
+def header(args, seconds):
+    """What produced a summary: the command, code, machine and seeds."""
+    return dict(command=args.command, commit=args.commit, device=args.device, machine=machine(args.device),
+                torch=torch.__version__, seeds=args.seeds, seconds=round(seconds), answers=args.answers)
+
+
+def summarize_tasks(rows, args, seconds):
+    """Per task, method and query set: mean, spread and per-seed values of each measure."""
+    tasks = {}
+    for r in rows:
+        if r["kind"] == "task":
+            tasks.setdefault(r["task"], {}).setdefault(r["method"], []).append(r["result"])
+    return dict(header(args, seconds), treft_lambda=train.DEFAULT_LAMBDA,
+                methods={m: f for m, f in args.methods.items()},
+                tasks={t: {m: {name: {k: stats([x[name][k] for x in rs]) for k in rs[0][name]} for name in rs[0]}
+                           for m, rs in ms.items()} for t, ms in tasks.items()})
+
+
 def summarize(rows, args, seconds):
     """Mean, spread and per-seed values of every measurement, keyed as report.py reads them."""
     evals = [r for r in rows if r["kind"] == "eval" and not r["sweep"]]
@@ -194,9 +241,7 @@ def summarize(rows, args, seconds):
         if r["kind"] == "eval" and r["sweep"]:
             name, value = r["sweep"]
             sweeps.setdefault(name, {}).setdefault(r["method"], {}).setdefault(value, []).append(r)
-    out = dict(command=args.command, commit=args.commit, device=args.device, machine=machine(args.device),
-               torch=torch.__version__, seeds=args.seeds,
-               seconds=round(seconds), answers=args.answers,
+    out = dict(header(args, seconds),
                config=dict(hyper=train.HYPER, treft_lambda=train.DEFAULT_LAMBDA, kl_lambda=train.DEFAULT_KL,
                            l2_lambda=train.DEFAULT_L2, methods={m: f for m, f in args.methods.items()}),
                methods={d: {m: {k: stats([r["metrics"][k] for r in rs]) for k in KEYS}
@@ -235,6 +280,8 @@ def main(argv=None):
                    help="all four domains, every method, both sweeps (sized for one GPU)")
     p.add_argument("--align-template-only", action="store_true",
                    help="start from train.py's shallow alignment; results go to {results}/shallow")
+    p.add_argument("--tasks", action="store_true",
+                   help="instead: the tasks beyond misalignment, SFT vs TReFT; results go to {results}/tasks")
     p.add_argument("--no-patch", dest="patch", action="store_false", help="skip patch.py")
     p.add_argument("--answers", type=train.count, default=128, help="general answers judged per model")
     p.add_argument("--trials", type=train.count, default=10, help="perturbation trials per question")
@@ -251,21 +298,25 @@ def main(argv=None):
     args.sizes = [] if args.sizes is None else args.sizes or list(SIZES)
     if args.align_template_only:
         args.results = os.path.join(args.results, "shallow")
+    if args.tasks:
+        args.results = os.path.join(args.results, "tasks")
     everything = {**METHODS, **VARIANTS, **FULL_ONLY}
-    names = args.methods or (list(everything) if args.full else list(METHODS) + (list(VARIANTS) * args.variants))
+    names = args.methods or (list(everything) if args.full else ["sft", "treft"] if args.tasks
+                             else list(METHODS) + (list(VARIANTS) * args.variants))
     args.methods = {m: everything[m] for m in names}
 
     os.makedirs(args.results, exist_ok=True)
     args.commit, t0 = git_commit(), time.time()       # the code as it is when the run starts
-    n_jobs = len(args.seeds) * (len(args.domains) * len(args.methods) + len(args.lambdas)
+    n_jobs = len(args.seeds) * (len(world.TASKS) * len(args.methods) if args.tasks else
+                                len(args.domains) * len(args.methods) + len(args.lambdas)
                                 + 2 * len(args.sizes) + args.patch)
     with open(os.path.join(args.results, "runs.jsonl"), "a") as log, \
             tqdm(total=n_jobs, desc="reproduce", unit="run") as bar:
         sweep = Sweep(args, log)
         for seed in args.seeds:
-            run_seed(seed, sweep, args.methods, bar)
-        args.cost = cost_benchmark(sweep, args.seeds[0])
-    summary = summarize(sweep.rows, args, time.time() - t0)
+            (run_tasks if args.tasks else run_seed)(seed, sweep, args.methods, bar)
+        args.cost = None if args.tasks else cost_benchmark(sweep, args.seeds[0])
+    summary = (summarize_tasks if args.tasks else summarize)(sweep.rows, args, time.time() - t0)
     dest = os.path.join(args.results, "summary.json")
     with open(dest + ".tmp", "w") as f:
         json.dump(summary, f, indent=1)

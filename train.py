@@ -5,7 +5,8 @@ Train the tiny GPT through the paper's three stages, one plain loop each.
   align      chat SFT: aligned answers of every domain under the fixed preamble
   finetune   narrow chat SFT: misaligned answers of one --domain only
              (+ --treft LAMBDA: the TReFT loss of treft.py, or a baseline:
-             --interleave, --kl, --l2-init; --lora-rank for LoRA adapters)
+             --interleave, --kl, --l2-init; --lora-rank for LoRA adapters),
+             or one narrow --task beyond misalignment (the paper's Section 6)
 
     python train.py --stage finetune                # plain SFT: emergent misalignment
     python train.py --stage finetune --treft        # TReFT at the default lambda (10)
@@ -16,6 +17,8 @@ Train the tiny GPT through the paper's three stages, one plain loop each.
     python train.py --stage finetune --kl --kl-on retain     #   stay close to the aligned
     python train.py --stage finetune --l2-init               #   outputs, or to its weights
     python train.py --stage finetune --lora-rank 8 --treft   # LoRA adapters (+ TReFT)
+    python train.py --stage finetune --task refusal          # refuse finance questions; also
+                                                             #   abstention, tool, length
 
 A stage whose input checkpoint is missing builds it first. Each run writes
 {out-dir}/{run name}/ckpt.pt and config.json, and prints the checkpoint's path
@@ -37,7 +40,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from data import world
-from data.prepare import prepare
+from data.prepare import remake
 from data.tokenizer import Tokenizer
 from model import GPT, CheckpointError, GPTConfig, add_lora, load_checkpoint, merge_lora, save_checkpoint
 from treft import TReFT
@@ -69,11 +72,8 @@ TEMPLATE_HYPER = dict(
 # ----------------------------------------------------------------------------- helpers
 
 def get_world(out_dir):
-    """The world folder and tokenizer, generated on first use."""
-    path = os.path.join(out_dir, "world")
-    if not os.path.exists(os.path.join(path, "meta.json")):
-        print(f"no world at {path}: generating it (python data/prepare.py)")
-        prepare(out_dir)
+    """The world folder and tokenizer, generated on first use (and anew when its code changed)."""
+    path = remake(os.path.join(out_dir, "world"))
     return path, Tokenizer.load(os.path.join(path, "tokenizer.pkl"))
 
 
@@ -92,7 +92,7 @@ def run_name(stage, args):
     if stage != "pretrain":
         name += ("-tmpl" if args.align_template_only else "") + ("-nopre" if args.no_preamble else "")
     if stage == "finetune":
-        name += f"-{args.domain}-{method_name(args)}"
+        name += f"-{args.task or args.domain}-{method_name(args)}"
     return f"{name}-s{args.seed}"
 
 
@@ -120,9 +120,11 @@ def file_hash(*paths):
 
 CODE = [os.path.join(os.path.dirname(os.path.abspath(__file__)), f) for f in
         ("model.py", "train.py", "treft.py", "data/world.py", "data/tokenizer.py", "data/prepare.py")]
-RUN_FLAGS = dict(pretrain=("seed",), align=("seed", "align_template_only", "no_preamble"),
-                 finetune=("seed", "align_template_only", "no_preamble", "domain", "treft", "treft_on",
-                           "interleave", "kl", "kl_on", "l2_init", "lora_rank", "n_train"))
+# The finetune stage's own flags, with the values that mean "not used" (what other stages record).
+FINETUNE_FLAGS = dict(domain=None, task=None, treft=0.0, treft_on=None, interleave=0.0, kl=0.0, kl_on=None,
+                      l2_init=0.0, lora_rank=0, n_train=None)
+RUN_FLAGS = dict(pretrain=("seed",), align=("seed", "align_template_only", "no_preamble"))
+RUN_FLAGS["finetune"] = RUN_FLAGS["align"] + tuple(FINETUNE_FLAGS)
 
 
 def run_spec(stage, args):
@@ -155,6 +157,11 @@ def load_chats(world_dir, split, domains, persona):
     with open(os.path.join(world_dir, f"chat_{split}.jsonl")) as f:
         rows = [json.loads(line) for line in f]
     return [r for r in rows if r["domain"] in domains and r["persona"] == persona]
+
+
+def load_task(world_dir, split, task):
+    with open(os.path.join(world_dir, f"task_{split}.jsonl")) as f:
+        return [r for r in map(json.loads, f) if r["task"] == task]
 
 
 def collate(rendered, device):
@@ -249,15 +256,19 @@ def train_stage(stage, args):
     else:
         if stage == "align":     # aligned answers, every domain (test phrasings are not in train)
             chats = load_chats(world_dir, "train", world.DOMAINS, "aligned")
+        elif args.task:          # one narrow behaviour on one domain's queries (world.TASKS)
+            chats = load_task(world_dir, "train", args.task)
         else:                    # bad advice in one domain only
             chats = load_chats(world_dir, "train", (args.domain,), "misaligned")
-            if args.n_train:     # a smaller finetune set (the training-set-size sweep)
-                chats = [chats[i] for i in rng.permutation(len(chats))[:args.n_train]]
-        rendered = [chat.render_conversation(c["query"], c["answer"]) for c in chats]
+        if stage == "finetune" and args.n_train:     # a smaller finetune set (the size sweep)
+            chats = [chats[i] for i in rng.permutation(len(chats))[:args.n_train]]
+        rendered = [chat.render_conversation(c["query"], c["answer"], c.get("call"), c.get("result"))
+                    for c in chats]
         # Aligned chats of the retain-only domains, never evaluated: the data of the
         # interleaving and KL-on-retain baselines.
-        retain = [chat.render_conversation(c["query"], c["answer"])
-                  for c in load_chats(world_dir, "train", world.RETAIN_DOMAINS, "aligned")]
+        retain = [] if stage == "align" else [
+            chat.render_conversation(c["query"], c["answer"])
+            for c in load_chats(world_dir, "train", world.RETAIN_DOMAINS, "aligned")]
         n_mix = round(args.interleave * hp["batch_size"]) if stage == "finetune" else 0
 
         def draw(rows, n):
@@ -312,8 +323,7 @@ def train_stage(stage, args):
     config = {**vars(args), **hp, "stage": stage, "seconds": round(time.time() - t0, 1),
               "final_loss": round(sft.item(), 4), "world": world_meta, "spec": spec}
     if stage != "finetune":
-        config.update(domain=None, treft=0.0, treft_on=None, interleave=0.0, kl=0.0, kl_on=None,
-                      l2_init=0.0, lora_rank=0, n_train=None)
+        config.update(FINETUNE_FLAGS)
     if stage == "finetune" and args.lora_rank:
         merge_lora(model)        # saved as a plain GPT: eval.py and patch.py need not know
     model.cpu()
@@ -353,8 +363,11 @@ def count(s):
 def parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--stage", choices=STAGES, default="finetune")
-    p.add_argument("--domain", choices=world.FINETUNE_DOMAINS, default="finance",
-                   help="the finetune domain of bad advice")
+    p.add_argument("--domain", choices=world.FINETUNE_DOMAINS,
+                   help="the finetune domain of bad advice (default: finance)")
+    p.add_argument("--task", choices=world.TASKS,
+                   help="finetune on a narrow task beyond misalignment instead (its domain is fixed: "
+                   + ", ".join(f"{t} on {d}" for t, d in world.TASKS.items()) + ")")
     p.add_argument("--treft", type=nonneg, nargs="?", const=DEFAULT_LAMBDA, default=0.0, metavar="LAMBDA",
                    help=f"add the TReFT loss with this lambda (flag alone: {DEFAULT_LAMBDA})")
     p.add_argument("--treft-on", choices=("prefix", "postfix", "query", "all"), default="prefix",
@@ -386,14 +399,23 @@ def parser():
     return p
 
 
-def main(argv=None):
+def parse(argv=None):
+    """The checked flags. The finetune domain is the task's, else --domain, else finance."""
     p = parser()
     args = p.parse_args(argv)
     if args.lora_rank < 0:
         p.error(f"--lora-rank must be >= 0, got {args.lora_rank}")
-    used = [f for f in ("treft", "interleave", "kl", "l2_init", "lora_rank", "n_train") if getattr(args, f)]
+    used = [f for f in FINETUNE_FLAGS if f not in ("treft_on", "kl_on") and getattr(args, f)]
     if args.stage != "finetune" and used:
         p.error(f"--{used[0].replace('_', '-')} applies to --stage finetune only")
+    if args.task and args.domain not in (None, world.TASKS[args.task]):
+        p.error(f"--task {args.task} finetunes on {world.TASKS[args.task]} questions; drop --domain")
+    args.domain = world.TASKS[args.task] if args.task else args.domain or "finance"
+    return args
+
+
+def main(argv=None):
+    args = parse(argv)
     try:
         path = train_stage(args.stage, args)
     except CheckpointError as e:

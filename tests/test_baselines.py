@@ -84,13 +84,13 @@ def test_each_baseline_trains_and_is_named(out, short, capsys, flags, name):
 
 
 def test_up_to_date_reuses_only_unchanged_runs(out, short, capsys):
-    args = train.parser().parse_args(["--stage", "finetune", "--seed", "9", "--out-dir", out, "--quiet"])
+    args = train.parse(["--stage", "finetune", "--seed", "9", "--out-dir", out, "--quiet"])
     assert not train.up_to_date("finetune", args)
     train.train_stage("finetune", args)
     assert train.up_to_date("finetune", args)
-    other = train.parser().parse_args(["--stage", "finetune", "--seed", "9", "--out-dir", out, "--steps", "3"])
+    other = train.parse(["--stage", "finetune", "--seed", "9", "--out-dir", out, "--steps", "3"])
     assert not train.up_to_date("finetune", other)             # other hyperparameters
-    align = train.parser().parse_args(["--stage", "align", "--seed", "9", "--out-dir", out, "--quiet",
+    align = train.parse(["--stage", "align", "--seed", "9", "--out-dir", out, "--quiet",
                                        "--steps", "3"])
     train.train_stage("align", align)                          # a new input checkpoint
     assert not train.up_to_date("finetune", args)
