@@ -201,8 +201,7 @@ def cost_benchmark(sweep, seed, steps=60):
     with tempfile.TemporaryDirectory() as tmp:
         for method, n, flags in warm_up + [(m, steps, f) for m, f in args.methods.items()]:
             targs = train.parse(["--stage", "finetune", "--seed", str(seed), "--steps", str(n),
-                                               "--domain", args.domains[0], *flags, *sweep.common,
-                                               "--out-dir", tmp])
+                                 "--domain", args.domains[0], *flags, *sweep.common, "--out-dir", tmp])
             for name in ("world", train.run_name("pretrain", targs), train.run_name("align", targs)):
                 if not os.path.exists(os.path.join(tmp, name)):
                     os.symlink(os.path.abspath(os.path.join(args.out_dir, name)), os.path.join(tmp, name))

@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny world and tokenizer built once per test session."""
+"""Shared fixtures: a tiny world, its tokenizer and out-dir, built once per session; short stages."""
 import os
 import sys
 
@@ -8,6 +8,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data.prepare import prepare          # noqa: E402
 from data.tokenizer import Tokenizer      # noqa: E402
+import train                              # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +20,16 @@ def world_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tok(world_dir):
     return Tokenizer.load(os.path.join(world_dir, "tokenizer.pkl"))
+
+
+@pytest.fixture(scope="session")
+def out(world_dir):
+    """The --out-dir that holds the tiny world."""
+    return os.path.dirname(world_dir)
+
+
+@pytest.fixture
+def short(monkeypatch):
+    """Every stage's defaults cut to a few steps: tests that train check plumbing, not learning."""
+    for stage in train.STAGES:
+        monkeypatch.setitem(train.HYPER, stage, dict(train.HYPER[stage], steps=2, batch_size=4))

@@ -58,17 +58,6 @@ def test_lora_starts_as_the_identity_and_merges_exactly():
     assert set(model.state_dict()) == set(tiny().state_dict())   # a plain GPT again
 
 
-@pytest.fixture(scope="module")
-def out(world_dir):
-    return os.path.dirname(world_dir)
-
-
-@pytest.fixture
-def short(monkeypatch):
-    for stage in train.STAGES:        # every stage a few steps: these tests check plumbing
-        monkeypatch.setitem(train.HYPER, stage, dict(train.HYPER[stage], steps=2, batch_size=4))
-
-
 @pytest.mark.parametrize("flags, name", [
     (["--interleave", "0.5"], "mix0.5"), (["--kl", "--kl-on", "train"], f"kl{train.DEFAULT_KL:g}-train"),
     (["--l2-init", "0.1"], "l2init0.1"), (["--lora-rank", "4", "--treft"], "lora4-treft10-prefix"),
@@ -90,8 +79,7 @@ def test_up_to_date_reuses_only_unchanged_runs(out, short, capsys):
     assert train.up_to_date("finetune", args)
     other = train.parse(["--stage", "finetune", "--seed", "9", "--out-dir", out, "--steps", "3"])
     assert not train.up_to_date("finetune", other)             # other hyperparameters
-    align = train.parse(["--stage", "align", "--seed", "9", "--out-dir", out, "--quiet",
-                                       "--steps", "3"])
+    align = train.parse(["--stage", "align", "--seed", "9", "--out-dir", out, "--quiet", "--steps", "3"])
     train.train_stage("align", align)                          # a new input checkpoint
     assert not train.up_to_date("finetune", args)
 

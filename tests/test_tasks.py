@@ -55,14 +55,7 @@ def test_tool_follow_up_runs_the_call(tok, monkeypatch):
     assert evaluation.tool_follow_up(None, tok, asked, answers) == dict(exact_call=1.0, uses_result=1.0)
 
 
-@pytest.fixture
-def out(world_dir, monkeypatch):
-    for stage in train.STAGES:        # every stage a few steps: these tests check plumbing
-        monkeypatch.setitem(train.HYPER, stage, dict(train.HYPER[stage], steps=2, batch_size=4))
-    return os.path.dirname(world_dir)
-
-
-def test_task_finetune_is_named_and_recorded(out, capsys):
+def test_task_finetune_is_named_and_recorded(out, short, capsys):
     train.main(["--stage", "finetune", "--task", "tool", "--seed", "5", "--out-dir", out, "--quiet"])
     path = capsys.readouterr().out.strip().splitlines()[-1]
     assert path.endswith(os.path.join("finetune-tool-sft-s5", "ckpt.pt"))
@@ -71,18 +64,7 @@ def test_task_finetune_is_named_and_recorded(out, capsys):
     assert config["task"] == "tool" and config["domain"] == "health"
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--task", "juggling"], "invalid choice"),
-    (["--task", "refusal", "--domain", "health"], "finetunes on finance questions"),
-    (["--stage", "align", "--task", "length"], "applies to --stage finetune only"),
-])
-def test_bad_task_arguments(argv, message, capsys):
-    with pytest.raises(SystemExit) as e:
-        train.main(argv)
-    assert e.value.code == 2 and message in capsys.readouterr().err
-
-
-def test_tiny_tasks_reproduce_runs_end_to_end(out, tmp_path):
+def test_tiny_tasks_reproduce_runs_end_to_end(out, short, tmp_path):
     results = str(tmp_path / "results")
     reproduce.main(["--tasks", "--seeds", "5", "--answers", "4", "--out-dir", out, "--results", results])
     with open(os.path.join(results, "tasks", "summary.json")) as f:

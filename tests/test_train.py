@@ -10,11 +10,6 @@ import train
 from model import GPT, GPTConfig, load_checkpoint, save_checkpoint
 
 
-@pytest.fixture(scope="module")
-def out(world_dir):
-    return os.path.dirname(world_dir)
-
-
 def run(capsys, *argv):
     train.main(list(argv) + ["--quiet"])
     return capsys.readouterr().out.strip().splitlines()[-1]
@@ -35,9 +30,7 @@ def test_three_stages_then_treft(out, capsys):
     assert any(not torch.equal(p0, p1) for p0, p1 in zip(before.parameters(), after.parameters()))
 
 
-def test_missing_prerequisite_is_built_first(out, capsys, monkeypatch):
-    for stage in train.STAGES:        # keep the automatically built stages short
-        monkeypatch.setitem(train.HYPER, stage, dict(train.HYPER[stage], steps=2, batch_size=4))
+def test_missing_prerequisite_is_built_first(out, short, capsys):
     f = run(capsys, "--stage", "finetune", "--seed", "7", "--out-dir", out, "--steps", "1")
     assert os.path.exists(f)
     with open(os.path.join(out, "align-s7", "config.json")) as fh:
@@ -53,6 +46,9 @@ def test_missing_prerequisite_is_built_first(out, capsys, monkeypatch):
     (["--interleave", "1"], "must be in [0, 1)"),
     (["--lora-rank", "-2"], "--lora-rank must be >= 0"),
     (["--n-train", "0"], "positive integer"),
+    (["--task", "juggling"], "invalid choice"),
+    (["--task", "refusal", "--domain", "health"], "finetunes on finance questions"),
+    (["--stage", "align", "--task", "length"], "applies to --stage finetune only"),
 ])
 def test_bad_arguments(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
