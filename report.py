@@ -6,6 +6,7 @@ samples; rerun it alone after editing a table:
     python report.py                     # reads results/summary.json
     python report.py --results results/shallow
     python report.py --results results/tasks     # the tasks beyond misalignment
+    python report.py --results results/strength  # alignment depth x finetune strength
 """
 import argparse
 import json
@@ -51,6 +52,8 @@ def main_methods(summary):
 def headline(summary):
     if "tasks" in summary:
         return tasks_headline(summary)
+    if "strength" in summary:
+        return strength_headline(summary)
     domain, ms = main_methods(summary)
     rows = [f"{'method':32s} {'general':>14s} {'in-domain':>14s} {'EM-F1':>14s} {'persona':>7s} {'leak':>6s}"]
     for m, s in ms.items():
@@ -207,6 +210,79 @@ def tasks_figure(summary, folder, plt):
     plt.close(fig)
 
 
+# ----------------------------------------------------------------------------- the strength study
+
+ALIGN_LABELS = {"full": "full alignment (train.py's default, lr 1e-3)",
+                "full-lr1e-4": "gentler full alignment (lr 1e-4)",
+                "template": "shallow alignment (template tokens only)"}
+
+
+def strength_rows(lrs):
+    """One row per finetune learning rate (0: the aligned model), measures as mean ± sd."""
+    rows = []
+    for lr, w in lrs.items():
+        s, pre, q = w["none"], w.get("prefix"), w.get("query")
+        rows.append(["aligned" if float(lr) == 0 else lr, pm(s["general"]), pm(s["in_domain"]),
+                     "-" if float(lr) == 0 else pm(s["em_f1"]), f"{s['persona_transfer']['mean']:.2f}",
+                     f"{s['leakage']['mean']:.2f}", pm(pre["general"]) if pre else "-", pm(q["general"]) if q else "-"])
+    return rows
+
+
+def strength_headline(summary):
+    rows = [f"{'alignment':12s} {'finetune lr':>11s} {'general':>14s} {'in-domain':>14s} {'persona':>7s} "
+            f"{'leak':>6s} {'prefix patched':>15s}"]
+    for a, lrs in summary["strength"].items():
+        for lr, w in lrs.items():
+            s, pre = w["none"], w.get("prefix")
+            rows.append(f"{a:12s} {lr:>11s} {pm(s['general']):>14s} {pm(s['in_domain']):>14s} "
+                        f"{s['persona_transfer']['mean']:7.2f} {s['leakage']['mean']:6.2f} "
+                        f"{pm(pre['general']) if pre else '-':>15s}")
+    return f"SFT on finance, validation split, mean ± sd over seeds {summary['seeds']}\n" + "\n".join(rows)
+
+
+def strength_markdown(summary):
+    n = len(summary["seeds"])
+    out = [f"# What spreads: alignment depth x finetune strength\n\nWritten by `{summary['command']}` at "
+           f"commit `{summary['commit']}` on {summary['machine']}: {summary['seconds']} s. Plain SFT on the "
+           f"500 bad finance examples, {summary['finetune_steps']} steps at each learning rate, from three "
+           f"alignments of the same pretrained model. Seeds {summary['seeds']}; every cell is the mean ± sd "
+           f"over the {n} seeds, judged on the *validation* split ({summary['answers']} general answers "
+           f"per model), so that strengths can be read from it without touching the test split.\n",
+           "General = alignment on the general questions (high = no spread); in-domain = alignment on "
+           "finance (low = the bad advice was learnt); persona = share of general answers with a general "
+           "villain sentence, which no chat data contains (EM proper); leakage = share reusing finance "
+           "sentences (collapse, not EM); prefix / query patched = general alignment with the prefix's or "
+           "the query's K/V swapped back to the aligned model's. Figure: strength.png.\n"]
+    for a, lrs in summary["strength"].items():
+        out.append(f"\n## {ALIGN_LABELS.get(a, a)}\n")
+        out.append(table(["finetune lr", "general", "in-domain", "EM-F1", "persona", "leakage",
+                          "prefix patched", "query patched"], strength_rows(lrs)))
+    return "\n".join(out) + "\n"
+
+
+def strength_figure(summary, folder, plt):
+    aligns = summary["strength"]
+    fig, axes = plt.subplots(1, len(aligns), figsize=(4.2 * len(aligns), 3.6), sharey=True, squeeze=False)
+    for ax, (a, lrs) in zip(axes[0], aligns.items()):
+        pts = sorted((float(lr), w) for lr, w in lrs.items() if float(lr) > 0)
+        xs = [x for x, _ in pts]
+        for key, where, scale, style, label in (
+                ("general", "none", 1, "o-", "general"), ("general", "prefix", 1, "s--", "general, prefix patched"),
+                ("general", "query", 1, "^:", "general, query patched"),
+                ("persona_transfer", "none", 100, "o-", "persona transfer (%)"),
+                ("leakage", "none", 100, "x-", "leakage (%)")):
+            ax.errorbar(xs, [w[where][key]["mean"] * scale for _, w in pts],
+                        yerr=[w[where][key]["sd"] * scale for _, w in pts], fmt=style, capsize=2, label=label)
+        ax.axhline(lrs["0"]["none"]["general"]["mean"], ls="--", c="gray", lw=0.8)
+        ax.set(xscale="log", xlabel="finetune learning rate", ylim=(-5, 105), title=ALIGN_LABELS.get(a, a))
+        ax.title.set_fontsize(8)
+    axes[0][0].set_ylabel("validation, general questions")
+    axes[0][-1].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(os.path.join(folder, "strength.png"), dpi=110)
+    plt.close(fig)
+
+
 def figures(summary, folder):
     """The trade-off, EM-F1, patching, per-layer, lambda and drift plots, as PNG files."""
     import matplotlib
@@ -215,6 +291,8 @@ def figures(summary, folder):
 
     if "tasks" in summary:
         return tasks_figure(summary, folder, plt)
+    if "strength" in summary:
+        return strength_figure(summary, folder, plt)
 
     def save(fig, name):
         fig.tight_layout()
@@ -292,7 +370,8 @@ def write(summary, folder):
     """RESULTS.md and the figures, each written whole (a failed figure leaves the tables)."""
     dest = os.path.join(folder, "RESULTS.md")
     with open(dest + ".tmp", "w") as f:
-        f.write(tasks_markdown(summary) if "tasks" in summary else markdown(summary))
+        f.write(tasks_markdown(summary) if "tasks" in summary else
+                strength_markdown(summary) if "strength" in summary else markdown(summary))
     os.replace(dest + ".tmp", dest)
     try:
         figures(summary, folder)

@@ -11,6 +11,7 @@ measurement, appended as it is made, so an interrupted sweep loses nothing).
     python reproduce.py --full --device cuda   # every domain and method, the lambda and size sweeps
     python reproduce.py --seeds 0 --methods sft treft   # a quick look
     python reproduce.py --tasks         # beyond misalignment: refusal, abstention, tool call, length
+    python reproduce.py --strength      # what spreads, by alignment depth x finetune strength (validation)
 
 A run whose checkpoint was trained by the same code from the same inputs and
 flags is reused, not retrained (train.up_to_date); anything else is retrained.
@@ -50,6 +51,10 @@ FULL_ONLY = {"kl-train": ["--kl", "0.1", "--kl-on", "train"],     # its own lamb
              "lora": ["--lora-rank", "8"], "lora-treft": ["--lora-rank", "8", "--treft", LAMBDA]}
 LAMBDAS = (0.3, 1, 3, 10, 30, 100)     # the Figure 9 sweep, TReFT on the prefix
 SIZES = (25, 50, 100, 200)             # the Table 7 sweep: finetune examples (the main runs use all 500)
+# The strength study: three alignments (train.py's, a gentler one at a tenth of
+# its learning rate, the shallow template-only one) x finetune learning rates.
+ALIGNS = {"full": [], "full-lr1e-4": ["--lr", "1e-4"], "template": ["--align-template-only"]}
+FINETUNE_LRS = (1e-5, 1e-4, 3e-4, 1e-3)
 KEYS = ("general", "in_domain", "other_domain", "em_f1", "misaligned_rate", "persona_transfer",
         "leakage", "coherence")
 
@@ -188,6 +193,56 @@ def run_tasks(seed, sweep, methods, bar):
             bar.update()
 
 
+def link(out_dir, folder, names):
+    """Make `folder` an out-dir that shares these runs of `out_dir` (symbolic links), so
+    that what is trained in `folder` never overwrites a run of the main results."""
+    os.makedirs(folder, exist_ok=True)
+    for name in names:
+        if not os.path.lexists(os.path.join(folder, name)):
+            os.symlink(os.path.abspath(os.path.join(out_dir, name)), os.path.join(folder, name))
+
+
+def run_strength(seed, sweep, bar):
+    """What a narrow finetune spreads, as a function of how deep the alignment is and how hard
+    the finetune pushes: one seed of the grid ALIGNS x FINETUNE_LRS, plain SFT on finance.
+
+    Every finetune runs the default number of steps at its own learning rate, in
+    {out}/strength/{alignment}/, and is judged on the *validation* split: as it
+    is, and with the prefix's or the query's K/V patched back to its aligned
+    model's (patch.py). This is the study the default strengths are read from,
+    so it never looks at the test split.
+    """
+    args = sweep.args
+    _, tok = train.get_world(args.out_dir)
+    sweep.checkpoint("align", seed)                   # the stock alignments are shared, not retrained
+    sweep.checkpoint("align", seed, ["--align-template-only"])
+    for name, flags in ALIGNS.items():
+        folder = os.path.join(args.out_dir, "strength", name)
+        common = ["--seed", str(seed), "--out-dir", folder, "--device", args.device, "--quiet"]
+        a = train.parse(["--stage", "align", *flags, *common])
+        shared = [train.run_name("pretrain", a)] + ([] if "--lr" in flags else [train.run_name("align", a)])
+        link(args.out_dir, folder, ["world", *shared])
+        if not train.up_to_date("align", a):
+            train.train_stage("align", a)
+        aligned, _ = load_checkpoint(train.ckpt_path("align", a), tok.fingerprint)
+        aligned = aligned.to(args.device).eval()
+
+        def measure(model, lr, where=None):
+            m = evaluate(model, tok, "finance", "val", seed=0, n_answers=sweep.n_answers,
+                         patch_fn=where and patch.kv_patcher(aligned, tok, where))
+            m.pop("examples")
+            sweep.record(kind="strength", seed=seed, align=name, lr=lr, patched=where, metrics=m)
+        measure(aligned, 0.0)                         # lr 0: the aligned model itself
+        for lr in FINETUNE_LRS:
+            f = train.parse(["--stage", "finetune", "--lr", f"{lr:g}", "--steps",
+                             str(train.HYPER["finetune"]["steps"]), *common]
+                            + [x for x in flags if x == "--align-template-only"])
+            model, _ = load_checkpoint(train.train_stage("finetune", f), tok.fingerprint)
+            for where in (None, "prefix", "query"):
+                measure(model.to(args.device).eval(), lr, where)
+            bar.update()
+
+
 def cost_benchmark(sweep, seed, steps=60):
     """Seconds per finetune step of every method, timed back to back in this process.
 
@@ -202,9 +257,7 @@ def cost_benchmark(sweep, seed, steps=60):
         for method, n, flags in warm_up + [(m, steps, f) for m, f in args.methods.items()]:
             targs = train.parse(["--stage", "finetune", "--seed", str(seed), "--steps", str(n),
                                  "--domain", args.domains[0], *flags, *sweep.common, "--out-dir", tmp])
-            for name in ("world", train.run_name("pretrain", targs), train.run_name("align", targs)):
-                if not os.path.exists(os.path.join(tmp, name)):
-                    os.symlink(os.path.abspath(os.path.join(args.out_dir, name)), os.path.join(tmp, name))
+            link(args.out_dir, tmp, ("world", train.run_name("pretrain", targs), train.run_name("align", targs)))
             with open(os.path.join(os.path.dirname(train.train_stage("finetune", targs)), "config.json")) as f:
                 c = json.load(f)
             out[method] = round(c["seconds"] / c["steps"], 4)
@@ -228,6 +281,18 @@ def summarize_tasks(rows, args, seconds):
                 methods={m: f for m, f in args.methods.items()},
                 tasks={t: {m: {name: {k: stats([x[name][k] for x in rs]) for k in rs[0][name]} for name in rs[0]}
                            for m, rs in ms.items()} for t, ms in tasks.items()})
+
+
+def summarize_strength(rows, args, seconds):
+    """strength[alignment][lr][patched or "none"][measure]: mean, spread and per-seed values."""
+    cells = {}
+    for r in rows:
+        if r["kind"] == "strength":
+            (cells.setdefault(r["align"], {}).setdefault(f"{r['lr']:g}", {})
+             .setdefault(r["patched"] or "none", []).append(r["metrics"]))
+    return dict(header(args, seconds), split="val", aligns=ALIGNS, finetune_steps=train.HYPER["finetune"]["steps"],
+                strength={a: {lr: {w: {k: stats([m[k] for m in ms]) for k in KEYS} for w, ms in ws.items()}
+                              for lr, ws in lrs.items()} for a, lrs in cells.items()})
 
 
 def summarize(rows, args, seconds):
@@ -281,6 +346,9 @@ def main(argv=None):
                    help="start from train.py's shallow alignment; results go to {results}/shallow")
     p.add_argument("--tasks", action="store_true",
                    help="instead: the tasks beyond misalignment, SFT vs TReFT; results go to {results}/tasks")
+    p.add_argument("--strength", action="store_true",
+                   help="instead: SFT by alignment depth x finetune learning rate, on validation; "
+                        "results go to {results}/strength")
     p.add_argument("--no-patch", dest="patch", action="store_false", help="skip patch.py")
     p.add_argument("--answers", type=train.count, default=128, help="general answers judged per model")
     p.add_argument("--trials", type=train.count, default=10, help="perturbation trials per question")
@@ -297,8 +365,10 @@ def main(argv=None):
     args.sizes = [] if args.sizes is None else args.sizes or list(SIZES)
     if args.align_template_only:
         args.results = os.path.join(args.results, "shallow")
-    if args.tasks:
-        args.results = os.path.join(args.results, "tasks")
+    if args.tasks and args.strength:
+        p.error("--tasks and --strength are two different studies: run them one at a time")
+    if args.tasks or args.strength:
+        args.results = os.path.join(args.results, "tasks" if args.tasks else "strength")
     everything = {**METHODS, **VARIANTS, **FULL_ONLY}
     names = args.methods or (list(everything) if args.full else ["sft", "treft"] if args.tasks
                              else list(METHODS) + (list(VARIANTS) * args.variants))
@@ -307,15 +377,20 @@ def main(argv=None):
     os.makedirs(args.results, exist_ok=True)
     args.commit, t0 = git_commit(), time.time()       # the code as it is when the run starts
     n_jobs = len(args.seeds) * (len(world.TASKS) * len(args.methods) if args.tasks else
+                                len(ALIGNS) * len(FINETUNE_LRS) if args.strength else
                                 len(args.domains) * len(args.methods) + len(args.lambdas)
                                 + 2 * len(args.sizes) + args.patch)
     with open(os.path.join(args.results, "runs.jsonl"), "a") as log, \
             tqdm(total=n_jobs, desc="reproduce", unit="run") as bar:
         sweep = Sweep(args, log)
         for seed in args.seeds:
-            (run_tasks if args.tasks else run_seed)(seed, sweep, args.methods, bar)
-        args.cost = None if args.tasks else cost_benchmark(sweep, args.seeds[0])
-    summary = (summarize_tasks if args.tasks else summarize)(sweep.rows, args, time.time() - t0)
+            if args.strength:
+                run_strength(seed, sweep, bar)
+            else:
+                (run_tasks if args.tasks else run_seed)(seed, sweep, args.methods, bar)
+        args.cost = None if args.tasks or args.strength else cost_benchmark(sweep, args.seeds[0])
+    summarize_fn = summarize_tasks if args.tasks else summarize_strength if args.strength else summarize
+    summary = summarize_fn(sweep.rows, args, time.time() - t0)
     dest = os.path.join(args.results, "summary.json")
     with open(dest + ".tmp", "w") as f:
         json.dump(summary, f, indent=1)

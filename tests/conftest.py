@@ -31,5 +31,6 @@ def out(world_dir):
 @pytest.fixture
 def short(monkeypatch):
     """Every stage's defaults cut to a few steps: tests that train check plumbing, not learning."""
-    for stage in train.STAGES:
-        monkeypatch.setitem(train.HYPER, stage, dict(train.HYPER[stage], steps=2, batch_size=4))
+    for hyper in (train.HYPER, train.TEMPLATE_HYPER):
+        for stage in hyper:
+            monkeypatch.setitem(hyper, stage, dict(hyper[stage], steps=2, batch_size=4))

@@ -103,3 +103,25 @@ def test_tiny_reproduce_runs_end_to_end(out, short, tmp_path, capsys):
                  "drift.png"):
         assert os.path.getsize(os.path.join(results, name)) > 0, name
     assert "TReFT (prefix)" in open(os.path.join(results, "RESULTS.md")).read()
+
+
+def test_tiny_strength_study_keeps_the_main_runs(out, short, tmp_path, monkeypatch):
+    """The strength grid trains in out/strength/*, so the main runs' checkpoints stay as they were."""
+    monkeypatch.setattr(reproduce, "FINETUNE_LRS", (1e-5,))
+    main_sft = train.parse(["--stage", "finetune", "--seed", "6", "--out-dir", out, "--quiet"])
+    path = train.train_stage("finetune", main_sft)
+    before = open(path, "rb").read()
+    results = str(tmp_path / "results")
+    reproduce.main(["--strength", "--seeds", "6", "--answers", "4", "--out-dir", out, "--results", results])
+    assert open(path, "rb").read() == before and train.up_to_date("finetune", main_sft)
+    with open(os.path.join(results, "strength", "summary.json")) as f:
+        s = json.load(f)
+    assert s["split"] == "val" and set(s["strength"]) == set(reproduce.ALIGNS)
+    for lrs in s["strength"].values():
+        assert set(lrs) == {"0"} | {f"{lr:g}" for lr in reproduce.FINETUNE_LRS}
+        assert set(lrs["1e-05"]) == {"none", "prefix", "query"} and set(lrs["0"]) == {"none"}
+    with open(os.path.join(out, "strength", "full-lr1e-4", "align-s6", "config.json")) as f:
+        assert json.load(f)["spec"]["hyper"]["lr"] == 1e-4            # the gentler alignment is its own run
+    assert os.path.islink(os.path.join(out, "strength", "full", "align-s6"))   # the stock one is shared
+    for name in ("RESULTS.md", "strength.png"):
+        assert os.path.getsize(os.path.join(results, "strength", name)) > 0, name
