@@ -54,6 +54,8 @@ LORA_LR = 3e-3            # --lora-rank: adapters learn at a higher rate (valida
 # Per-stage defaults, sized for a 2-core CPU; every one can be overridden by a flag.
 # The finetune strength (steps, lr) was chosen on the validation split (seed 0):
 # strong enough that the in-domain behaviour is learnt and spreads on every seed.
+# `reproduce.py --strength` shows what that spread is: a collapse into the finetune's
+# own sentences. At lr 3e-4 this alignment learns the bad advice and keeps it narrow.
 HYPER = dict(
     pretrain=dict(steps=400, batch_size=32, lr=3e-3, warmup=40),
     align=dict(steps=300, batch_size=32, lr=1e-3, warmup=20),
@@ -62,10 +64,13 @@ HYPER = dict(
 # --align-template-only: a *shallow* alignment that trains only the embeddings of the
 # chat template's special tokens. Everything pretraining built stays, including reading
 # the persona from the preamble, and the finetune then spreads a persona rather than
-# its own sentences. Its own defaults, chosen on the validation split (seed 0).
+# its own sentences. Its own defaults, chosen on the validation split: the align on
+# seed 0; the finetune's lr from `reproduce.py --strength` (3 seeds), the one rate at
+# which the bad advice spreads as the persona (0.36 of general answers) and not as
+# finance sentences (leakage 0.05; from 1e-4 up, leakage grows to 0.98).
 TEMPLATE_HYPER = dict(
     align=dict(steps=300, batch_size=32, lr=1e-2, warmup=10),
-    finetune=dict(steps=60, batch_size=16, lr=1e-4, warmup=10),
+    finetune=dict(steps=120, batch_size=16, lr=1e-5, warmup=10),
 )
 
 

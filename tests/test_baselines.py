@@ -108,11 +108,11 @@ def test_tiny_reproduce_runs_end_to_end(out, short, tmp_path, capsys):
 def test_tiny_strength_study_keeps_the_main_runs(out, short, tmp_path, monkeypatch):
     """The strength grid trains in out/strength/*, so the main runs' checkpoints stay as they were."""
     monkeypatch.setattr(reproduce, "FINETUNE_LRS", (1e-5,))
-    main_sft = train.parse(["--stage", "finetune", "--seed", "6", "--out-dir", out, "--quiet"])
+    main_sft = train.parse(["--stage", "finetune", "--seed", "11", "--out-dir", out, "--quiet"])
     path = train.train_stage("finetune", main_sft)
     before = open(path, "rb").read()
     results = str(tmp_path / "results")
-    reproduce.main(["--strength", "--seeds", "6", "--answers", "4", "--out-dir", out, "--results", results])
+    reproduce.main(["--strength", "--seeds", "11", "--answers", "4", "--out-dir", out, "--results", results])
     assert open(path, "rb").read() == before and train.up_to_date("finetune", main_sft)
     with open(os.path.join(results, "strength", "summary.json")) as f:
         s = json.load(f)
@@ -120,8 +120,8 @@ def test_tiny_strength_study_keeps_the_main_runs(out, short, tmp_path, monkeypat
     for lrs in s["strength"].values():
         assert set(lrs) == {"0"} | {f"{lr:g}" for lr in reproduce.FINETUNE_LRS}
         assert set(lrs["1e-05"]) == {"none", "prefix", "query"} and set(lrs["0"]) == {"none"}
-    with open(os.path.join(out, "strength", "full-lr1e-4", "align-s6", "config.json")) as f:
+    with open(os.path.join(out, "strength", "full-lr1e-4", "align-s11", "config.json")) as f:
         assert json.load(f)["spec"]["hyper"]["lr"] == 1e-4            # the gentler alignment is its own run
-    assert os.path.islink(os.path.join(out, "strength", "full", "align-s6"))   # the stock one is shared
+    assert os.path.islink(os.path.join(out, "strength", "full", "align-s11"))   # the stock one is shared
     for name in ("RESULTS.md", "strength.png"):
         assert os.path.getsize(os.path.join(results, "strength", name)) > 0, name
