@@ -26,7 +26,6 @@ as its last line.
 """
 import argparse
 import copy
-import hashlib
 import json
 import math
 import os
@@ -40,7 +39,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from data import world
-from data.prepare import remake
+from data.prepare import file_hash, remake
 from data.tokenizer import Tokenizer
 from model import GPT, CheckpointError, GPTConfig, add_lora, load_checkpoint, merge_lora, save_checkpoint
 from treft import TReFT
@@ -113,14 +112,6 @@ def stage_hyper(stage, args):
     if stage == args.stage:      # flags override the stage asked for, not the ones built first
         hp.update({k: getattr(args, k) for k in hp if getattr(args, k, None) is not None})
     return hp
-
-
-def file_hash(*paths):
-    h = hashlib.sha256()
-    for p in paths:
-        with open(p, "rb") as f:
-            h.update(f.read())
-    return h.hexdigest()[:12]
 
 
 CODE = [os.path.join(os.path.dirname(os.path.abspath(__file__)), f) for f in

@@ -34,9 +34,18 @@ GENERATOR = [os.path.join(os.path.dirname(os.path.abspath(__file__)), f)
              for f in ("world.py", "tokenizer.py", "prepare.py")]
 
 
+def file_hash(*paths):
+    """A short fingerprint of these files' bytes, read in order."""
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()[:12]
+
+
 def generator_hash():
     """A fingerprint of the code that generates the world."""
-    return hashlib.sha256(b"".join(open(p, "rb").read() for p in GENERATOR)).hexdigest()[:12]
+    return file_hash(*GENERATOR)
 
 
 def remake(world_dir):
