@@ -236,7 +236,7 @@ def run_strength(seed, sweep, bar):
         for lr in FINETUNE_LRS:
             f = train.parse(["--stage", "finetune", "--lr", f"{lr:g}", "--steps",
                              str(train.HYPER["finetune"]["steps"]), *common]
-                            + [x for x in flags if x == "--align-template-only"])
+                            + (["--align-template-only"] if a.align_template_only else []))
             model, _ = load_checkpoint(train.train_stage("finetune", f), tok.fingerprint)
             for where in (None, "prefix", "query"):
                 measure(model.to(args.device).eval(), lr, where)
