@@ -8,21 +8,26 @@ measurement, appended as it is made, so an interrupted sweep loses nothing).
 
     python reproduce.py                 # 3 seeds, finance, 5 methods + patching: ~20 min on a 2-core CPU
     python reproduce.py --variants      # + TReFT on postfix / query / all (the paper's Table 3)
-    python reproduce.py --full --device cuda   # every domain and method, the lambda and size sweeps
+    python reproduce.py --full --device cuda --jobs 3   # every domain and method, both sweeps -> results/full
     python reproduce.py --seeds 0 --methods sft treft   # a quick look
     python reproduce.py --tasks         # beyond misalignment: refusal, abstention, tool call, length
     python reproduce.py --strength      # what spreads, by alignment depth x finetune strength (validation)
 
 A run whose checkpoint was trained by the same code from the same inputs and
 flags is reused, not retrained (train.up_to_date); anything else is retrained.
+--jobs N runs the seeds in N processes at once: worth it on a GPU, where a model
+this small leaves the chip idle while Python prepares each step; not on a
+2-core CPU, where one process already uses both cores.
 """
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import statistics
 import subprocess
 import sys
+import queue
 import tempfile
 import time
 
@@ -198,8 +203,10 @@ def link(out_dir, folder, names):
     that what is trained in `folder` never overwrites a run of the main results."""
     os.makedirs(folder, exist_ok=True)
     for name in names:
-        if not os.path.lexists(os.path.join(folder, name)):
+        try:
             os.symlink(os.path.abspath(os.path.join(out_dir, name)), os.path.join(folder, name))
+        except FileExistsError:        # made before, or just now by another worker (--jobs)
+            pass
 
 
 def run_strength(seed, sweep, bar):
@@ -241,6 +248,83 @@ def run_strength(seed, sweep, bar):
             for where in (None, "prefix", "query"):
                 measure(model.to(args.device).eval(), lr, where)
             bar.update()
+
+
+def run_one_seed(args, seed, sweep, bar):
+    """Everything the study asks of one seed."""
+    if args.strength:
+        run_strength(seed, sweep, bar)
+    else:
+        (run_tasks if args.tasks else run_seed)(seed, sweep, args.methods, bar)
+
+
+class Relay:
+    """In a worker process, stands in for the log file and the progress bar: sends both to the parent."""
+
+    def __init__(self, q):
+        self.q = q
+
+    def write(self, line):
+        self.q.put(("row", line))
+
+    def flush(self):
+        pass
+
+    def update(self, n=1):
+        self.q.put(("tick", n))
+
+
+def worker(args, seeds, hyper, threads, q):
+    """One worker process: its share of the seeds. A spawned process imports train
+    afresh, so it is handed the parent's hyperparameters (a caller may have changed them)."""
+    torch.set_num_threads(threads)              # the workers share the CPU cores
+    try:
+        for table, values in zip((train.HYPER, train.TEMPLATE_HYPER), hyper):
+            table.update(values)
+        relay = Relay(q)
+        sweep = Sweep(args, relay)
+        for seed in seeds:
+            run_one_seed(args, seed, sweep, relay)
+        q.put(("done", None))
+    except BaseException as e:
+        q.put(("done", f"{type(e).__name__}: {e}"))
+        raise
+
+
+def run_in_parallel(args, sweep, bar):
+    """The seeds in args.jobs processes; this one writes their rows to runs.jsonl as they come."""
+    train.get_world(args.out_dir)           # made once, here, before the workers read it
+    jobs = min(args.jobs, len(args.seeds))
+    ctx = multiprocessing.get_context("spawn")       # CUDA cannot be forked
+    q = ctx.Queue()
+    procs = [ctx.Process(target=worker, args=(args, args.seeds[i::jobs], (train.HYPER, train.TEMPLATE_HYPER),
+                                                max(1, torch.get_num_threads() // jobs), q))
+             for i in range(jobs)]
+    for p in procs:
+        p.start()
+    running, errors = jobs, []
+    while running:
+        try:
+            kind, x = q.get(timeout=5)
+        except queue.Empty:
+            if not any(p.is_alive() for p in procs):
+                errors.append("a worker died without a word")
+                break
+            continue
+        if kind == "row":
+            sweep.log.write(x)
+            sweep.log.flush()
+            sweep.rows.append(json.loads(x))
+        elif kind == "tick":
+            bar.update(x)
+        else:
+            running -= 1
+            errors += [x] if x else []
+    for p in procs:
+        p.join()
+    if errors:
+        raise SystemExit(f"reproduce: a worker failed ({errors[0]}); rerun the same command: "
+                         "finished runs are reused")
 
 
 def cost_benchmark(sweep, seed, steps=60):
@@ -341,7 +425,7 @@ def main(argv=None):
     p.add_argument("--sizes", type=train.count, nargs="*",
                    help=f"training-set-size sweep on finance (flag alone: {' '.join(map(str, SIZES))})")
     p.add_argument("--full", action="store_true",
-                   help="all four domains, every method, both sweeps (sized for one GPU)")
+                   help="all four domains, every method, both sweeps (sized for one GPU); results go to {results}/full")
     p.add_argument("--align-template-only", action="store_true",
                    help="start from train.py's shallow alignment; results go to {results}/shallow")
     p.add_argument("--tasks", action="store_true",
@@ -355,6 +439,7 @@ def main(argv=None):
     p.add_argument("--out-dir", default="out")
     p.add_argument("--results", default="results")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--jobs", type=train.count, default=1, help="seeds run at once, each in its own process")
     args = p.parse_args(argv)
     args.command = " ".join(["python reproduce.py", *(sys.argv[1:] if argv is None else argv)])
     if args.full:
@@ -363,6 +448,8 @@ def main(argv=None):
     # a sweep flag given alone means its default grid; not given at all, no sweep
     args.lambdas = [] if args.lambdas is None else args.lambdas or list(LAMBDAS)
     args.sizes = [] if args.sizes is None else args.sizes or list(SIZES)
+    if args.full:
+        args.results = os.path.join(args.results, "full")
     if args.align_template_only:
         args.results = os.path.join(args.results, "shallow")
     if args.tasks and args.strength:
@@ -383,11 +470,12 @@ def main(argv=None):
     with open(os.path.join(args.results, "runs.jsonl"), "a") as log, \
             tqdm(total=n_jobs, desc="reproduce", unit="run") as bar:
         sweep = Sweep(args, log)
-        for seed in args.seeds:
-            if args.strength:
-                run_strength(seed, sweep, bar)
-            else:
-                (run_tasks if args.tasks else run_seed)(seed, sweep, args.methods, bar)
+        if args.jobs == 1:
+            for seed in args.seeds:
+                run_one_seed(args, seed, sweep, bar)
+        else:
+            run_in_parallel(args, sweep, bar)
+            sweep.rows.sort(key=lambda r: args.seeds.index(r["seed"]))   # per_seed lists in seed order
         args.cost = None if args.tasks or args.strength else cost_benchmark(sweep, args.seeds[0])
     summarize_fn = summarize_tasks if args.tasks else summarize_strength if args.strength else summarize
     summary = summarize_fn(sweep.rows, args, time.time() - t0)

@@ -105,6 +105,19 @@ def test_tiny_reproduce_runs_end_to_end(out, short, tmp_path, capsys):
     assert "TReFT (prefix)" in open(os.path.join(results, "RESULTS.md")).read()
 
 
+def test_parallel_seeds_give_what_one_process_gives(out, short, tmp_path):
+    """--jobs 2 trains each seed in its own process; one process, reusing those runs,
+    measures the same numbers, and per-seed lists follow --seeds in both."""
+    common = ["--seeds", "1", "0", "--methods", "sft", "--answers", "4", "--no-patch", "--out-dir", out]
+    reproduce.main([*common, "--jobs", "2", "--results", str(tmp_path / "a")])
+    reproduce.main([*common, "--results", str(tmp_path / "b")])
+    a, b = (json.loads((tmp_path / r / "summary.json").read_text()) for r in "ab")
+    assert a["methods"] == b["methods"] and a["seeds"] == [1, 0]
+    rows = [json.loads(line) for line in (tmp_path / "a" / "runs.jsonl").read_text().splitlines()]
+    evals = sorted((r["seed"], r["method"]) for r in rows if r["kind"] == "eval")
+    assert evals == [(0, "aligned"), (0, "sft"), (1, "aligned"), (1, "sft")]
+
+
 def test_tiny_strength_study_keeps_the_main_runs(out, short, tmp_path, monkeypatch):
     """The strength grid trains in out/strength/*, so the main runs' checkpoints stay as they were."""
     monkeypatch.setattr(reproduce, "FINETUNE_LRS", (1e-5,))
