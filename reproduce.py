@@ -136,7 +136,7 @@ class Sweep:
 def prefix_drift(model, ref, tok):
     """Per layer, the relative drift of the prefix K/V from the aligned model's (TReFT's L_K + L_V)."""
     kv, kv_ref = patch.kv_of(model, tok.prefix_ids), patch.kv_of(ref, tok.prefix_ids)
-    ones = torch.ones(1, len(tok.prefix_ids))
+    ones = torch.ones(1, len(tok.prefix_ids), device=kv[0][0].device)
     return [round(float(relative_drift(k, k0, ones) + relative_drift(v, v0, ones)), 5)
             for (k, v), (k0, v0) in zip(kv, kv_ref)]
 
