@@ -66,9 +66,9 @@ def markdown(summary):
     domain, ms = main_methods(summary)
     n = len(summary["seeds"])
     out = [f"# Results\n\nWritten by `{summary['command']}` at commit `{summary['commit']}` on "
-           f"{summary.get('machine', summary['device'])}: {summary['seconds']} s for this command, which "
-           f"reused every checkpoint already trained by the same code from the same inputs "
-           f"(README: the time from scratch). Seeds {summary['seeds']} (pretraining, "
+           f"{summary.get('machine', summary['device'])}: {summary['seconds']} s for this command "
+           f"(it reuses any checkpoint already trained by the same code from the same inputs, so "
+           f"see the README for the time from scratch). Seeds {summary['seeds']} (pretraining, "
            f"alignment and finetuning seed); every cell is the mean ± sd over the {n} seeds of numbers "
            f"judged on the *test* split ({summary['answers']} general answers per model). The paper's "
            f"numbers are Llama-3.1-8B's; ours come from a 1M-parameter model in a toy world, so "
@@ -300,27 +300,28 @@ def figures(summary, folder):
         plt.close(fig)
 
     domain, ms = main_methods(summary)
+    colour = {m: plt.cm.tab20(i % 20) for i, m in enumerate(ms)}      # one colour a method, up to 20
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     for m, s in ms.items():
         ax.errorbar(s["in_domain"]["mean"], s["general"]["mean"], xerr=s["in_domain"]["sd"],
-                    yerr=s["general"]["sd"], fmt="o", capsize=3, label=LABELS.get(m, m))
+                    yerr=s["general"]["sd"], fmt="o", capsize=3, color=colour[m], label=LABELS.get(m, m))
     ax.set(xlabel=f"in-domain alignment ({domain}; low = bad advice learnt)",
            ylabel="general alignment (high = no EM)", xlim=(-5, 105), ylim=(-5, 105),
            title="The trade-off: best is top left")
     ax.legend(fontsize=7)
     save(fig, "tradeoff.png")
 
-    fig, ax = plt.subplots(figsize=(7, 3.8))
+    fig, ax = plt.subplots(figsize=(9, 3.8))
     doms = list(summary["methods"])
     methods = [m for m in ms if m != "aligned"]
     w = 0.8 / len(methods)
     for i, m in enumerate(methods):
         vals = [summary["methods"][d].get(m, {}).get("em_f1") for d in doms]
         ax.bar([j + i * w for j in range(len(doms))], [v["mean"] if v else 0 for v in vals], w,
-               yerr=[v["sd"] if v else 0 for v in vals], capsize=2, label=LABELS.get(m, m))
+               yerr=[v["sd"] if v else 0 for v in vals], capsize=2, color=colour[m], label=LABELS.get(m, m))
     ax.set_xticks([j + 0.4 - w / 2 for j in range(len(doms))], doms)
     ax.set(ylabel="EM-F1", ylim=(0, 100), title="EM-F1 by domain and method (Table 2)")
-    ax.legend(fontsize=6, ncol=2)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1))     # beside the bars, not on them
     save(fig, "em_f1.png")
 
     if "patch" in summary:
