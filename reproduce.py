@@ -12,6 +12,7 @@ measurement, appended as it is made, so an interrupted sweep loses nothing).
     python reproduce.py --seeds 0 --methods sft treft   # a quick look
     python reproduce.py --tasks         # beyond misalignment: refusal, abstention, tool call, length
     python reproduce.py --strength      # what spreads, by alignment depth x finetune strength (validation)
+    python reproduce.py --align-replay  # from the alignment with text rehearsal: the persona spreads
 
 A run whose checkpoint was trained by the same code from the same inputs and
 flags is reused, not retrained (train.up_to_date); anything else is retrained.
@@ -60,6 +61,7 @@ SIZES = (25, 50, 100, 200)             # the Table 7 sweep: finetune examples (t
 # its learning rate, the shallow template-only one) x finetune learning rates.
 ALIGNS = {"full": [], "full-lr1e-4": ["--lr", "1e-4"], "template": ["--align-template-only"]}
 FINETUNE_LRS = (1e-5, 1e-4, 3e-4, 1e-3)
+HYPERS = (train.HYPER, train.TEMPLATE_HYPER, train.REPLAY_HYPER)     # every table of defaults
 KEYS = ("general", "in_domain", "other_domain", "em_f1", "misaligned_rate", "persona_transfer",
         "leakage", "coherence")
 
@@ -95,6 +97,7 @@ class Sweep:
         self.args, self.log, self.rows = args, log, []
         self.common = ["--out-dir", args.out_dir, "--device", args.device, "--quiet"]
         self.common += ["--align-template-only"] if args.align_template_only else []
+        self.common += ["--align-replay"] if args.align_replay else []
 
     def checkpoint(self, stage, seed, flags=()):
         """The path of an up-to-date checkpoint for these flags, training what is stale first."""
@@ -279,7 +282,7 @@ def worker(args, seeds, hyper, threads, q):
     afresh, so it is handed the parent's hyperparameters (a caller may have changed them)."""
     torch.set_num_threads(threads)              # the workers share the CPU cores
     try:
-        for table, values in zip((train.HYPER, train.TEMPLATE_HYPER), hyper):
+        for table, values in zip(HYPERS, hyper):
             table.update(values)
         relay = Relay(q)
         sweep = Sweep(args, relay)
@@ -297,7 +300,7 @@ def run_in_parallel(args, sweep, bar):
     jobs = min(args.jobs, len(args.seeds))
     ctx = multiprocessing.get_context("spawn")       # CUDA cannot be forked
     q = ctx.Queue()
-    procs = [ctx.Process(target=worker, args=(args, args.seeds[i::jobs], (train.HYPER, train.TEMPLATE_HYPER),
+    procs = [ctx.Process(target=worker, args=(args, args.seeds[i::jobs], HYPERS,
                                                 max(1, torch.get_num_threads() // jobs), q))
              for i in range(jobs)]
     for p in procs:
@@ -390,7 +393,7 @@ def summarize(rows, args, seconds):
             name, value = r["sweep"]
             sweeps.setdefault(name, {}).setdefault(r["method"], {}).setdefault(value, []).append(r)
     out = dict(header(args, seconds),
-               config=dict(hyper=train.HYPER, treft_lambda=train.DEFAULT_LAMBDA, kl_lambda=train.DEFAULT_KL,
+               config=dict(hyper={**train.HYPER, **train.hyper_table(args)}, treft_lambda=train.DEFAULT_LAMBDA, kl_lambda=train.DEFAULT_KL,
                            l2_lambda=train.DEFAULT_L2, methods={m: f for m, f in args.methods.items()}),
                methods={d: {m: {k: stats([r["metrics"][k] for r in rs]) for k in KEYS}
                             for m, rs in ms.items()} for d, ms in methods.items()},
@@ -428,6 +431,8 @@ def main(argv=None):
                    help="all four domains, every method, both sweeps (sized for one GPU); results go to {results}/full")
     p.add_argument("--align-template-only", action="store_true",
                    help="start from train.py's shallow alignment; results go to {results}/shallow")
+    p.add_argument("--align-replay", action="store_true",
+                   help="start from train.py's alignment with text rehearsal; results go to {results}/replay")
     p.add_argument("--tasks", action="store_true",
                    help="instead: the tasks beyond misalignment, SFT vs TReFT; results go to {results}/tasks")
     p.add_argument("--strength", action="store_true",
@@ -450,8 +455,10 @@ def main(argv=None):
     args.sizes = [] if args.sizes is None else args.sizes or list(SIZES)
     if args.full:
         args.results = os.path.join(args.results, "full")
-    if args.align_template_only:
-        args.results = os.path.join(args.results, "shallow")
+    if args.align_template_only and args.align_replay:
+        p.error("--align-template-only and --align-replay are two different alignments: choose one")
+    if args.align_template_only or args.align_replay:
+        args.results = os.path.join(args.results, "shallow" if args.align_template_only else "replay")
     if args.tasks and args.strength:
         p.error("--tasks and --strength are two different studies: run them one at a time")
     if args.tasks or args.strength:

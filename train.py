@@ -71,6 +71,17 @@ TEMPLATE_HYPER = dict(
     align=dict(steps=300, batch_size=32, lr=1e-2, warmup=10),
     finetune=dict(steps=120, batch_size=16, lr=1e-5, warmup=10),
 )
+# --align-replay: the full alignment, with every other step a batch of plain
+# pretraining text (rehearsal). The chat template is learnt without overwriting what
+# pretraining built, the persona included: the aligned model is as aligned as the
+# default one, but a gentle finetune on bad advice spreads a villain persona, as in
+# the paper. Twice the steps, so that the chat still gets 300. The finetune's lr was
+# chosen on the validation split, 3 seeds: the highest rate at which the spread is the
+# persona rather than finance sentences (README).
+REPLAY_HYPER = dict(
+    align=dict(steps=600, batch_size=32, lr=1e-3, warmup=20),
+    finetune=dict(steps=120, batch_size=16, lr=1e-4, warmup=10),
+)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -94,7 +105,8 @@ def method_name(args):
 def run_name(stage, args):
     name = stage
     if stage != "pretrain":
-        name += ("-tmpl" if args.align_template_only else "") + ("-nopre" if args.no_preamble else "")
+        name += ("-tmpl" if args.align_template_only else "") + ("-replay" if args.align_replay else "")
+        name += "-nopre" if args.no_preamble else ""
     if stage == "finetune":
         name += f"-{args.task or args.domain}-{method_name(args)}"
     return f"{name}-s{args.seed}"
@@ -104,9 +116,14 @@ def ckpt_path(stage, args):
     return os.path.join(args.out_dir, run_name(stage, args), "ckpt.pt")
 
 
+def hyper_table(args):
+    """The align and finetune defaults of the alignment asked for (pretraining is always HYPER's)."""
+    return TEMPLATE_HYPER if args.align_template_only else REPLAY_HYPER if args.align_replay else HYPER
+
+
 def stage_hyper(stage, args):
     """The stage's hyperparameters: its defaults, and the flags if this is the stage asked for."""
-    hp = dict((TEMPLATE_HYPER if args.align_template_only and stage != "pretrain" else HYPER)[stage])
+    hp = dict((HYPER if stage == "pretrain" else hyper_table(args))[stage])
     if stage == "finetune" and getattr(args, "lora_rank", 0):
         hp["lr"] = LORA_LR
     if stage == args.stage:      # flags override the stage asked for, not the ones built first
@@ -119,7 +136,7 @@ CODE = [os.path.join(os.path.dirname(os.path.abspath(__file__)), f) for f in
 # The finetune stage's own flags, with the values that mean "not used" (what other stages record).
 FINETUNE_FLAGS = dict(domain=None, task=None, treft=0.0, treft_on=None, interleave=0.0, kl=0.0, kl_on=None,
                       l2_init=0.0, lora_rank=0, n_train=None)
-RUN_FLAGS = dict(pretrain=("seed",), align=("seed", "align_template_only", "no_preamble"))
+RUN_FLAGS = dict(pretrain=("seed",), align=("seed", "align_template_only", "align_replay", "no_preamble"))
 RUN_FLAGS["finetune"] = RUN_FLAGS["align"] + tuple(FINETUNE_FLAGS)
 
 
@@ -240,15 +257,18 @@ def train_stage(stage, args):
     n_params = sum(p.numel() for p in model.parameters())
 
     # The data of each stage, as a function that draws one batch.
-    if stage == "pretrain":
+    replay = stage == "align" and args.align_replay
+    if stage == "pretrain" or replay:
         data = torch.from_numpy(np.fromfile(os.path.join(world_dir, "pretrain_train.bin"),
                                             dtype=np.uint16).astype(np.int64))
         T = model.cfg.block_size
 
-        def batch():
+        def text_batch():     # plain text: every next token counts
             ix = torch.from_numpy(rng.integers(0, len(data) - T - 1, hp["batch_size"]))
             x = torch.stack([data[i:i + T + 1] for i in ix]).to(device)
             return x[:, :-1], x[:, 1:], torch.ones_like(x[:, 1:], dtype=torch.float), None
+    if stage == "pretrain":
+        batch = text_batch
     else:
         if stage == "align":     # aligned answers, every domain (test phrasings are not in train)
             chats = load_chats(world_dir, "train", world.DOMAINS, "aligned")
@@ -287,7 +307,7 @@ def train_stage(stage, args):
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, hp["steps"], hp["lr"], hp["warmup"])
-        x, y, mask, seg = batch()
+        x, y, mask, seg = text_batch() if replay and step % 2 else batch()     # --align-replay: every other step
         with autocast:
             logits, aux = fwd(x, return_kv=treft is not None)
             loss = sft = masked_ce(logits, y, mask)
@@ -382,6 +402,8 @@ def parser():
     b.add_argument("--n-train", type=count, metavar="N", help="finetune on N examples of the domain only")
     p.add_argument("--align-template-only", action="store_true",
                    help="shallow alignment: align trains only the chat template tokens' embeddings")
+    p.add_argument("--align-replay", action="store_true",
+                   help="align with every other step on plain pretraining text (rehearsal)")
     p.add_argument("--no-preamble", action="store_true",
                    help="align and finetune chats without a system block (the no-prefix ablation)")
     p.add_argument("--seed", type=int, default=0)
@@ -401,6 +423,8 @@ def parse(argv=None):
     args = p.parse_args(argv)
     if args.lora_rank < 0:
         p.error(f"--lora-rank must be >= 0, got {args.lora_rank}")
+    if args.align_template_only and args.align_replay:
+        p.error("--align-template-only and --align-replay are two different alignments: choose one")
     used = [f for f in FINETUNE_FLAGS if f not in ("treft_on", "kl_on") and getattr(args, f)]
     if args.stage != "finetune" and used:
         p.error(f"--{used[0].replace('_', '-')} applies to --stage finetune only")

@@ -117,6 +117,24 @@ def test_template_only_align_moves_only_template_embeddings(out, capsys, tok):
     assert "finetune-tmpl-finance-sft-s5" in f
 
 
+def test_replay_align_puts_plain_text_in_every_other_step(out, capsys):
+    common = ["--out-dir", out, "--seed", "7", "--batch-size", "4"]
+    run(capsys, "--stage", "pretrain", "--steps", "1", *common)
+
+    def aligned(steps, *flags):
+        return list(load_checkpoint(run(capsys, "--stage", "align", "--steps", str(steps), *flags, *common))[0]
+                    .parameters())
+
+    def same(a, b):
+        return all(torch.equal(p, q) for p, q in zip(a, b))
+    assert same(aligned(1), aligned(1, "--align-replay"))            # step 0: the same chat batch
+    assert not same(aligned(2), aligned(2, "--align-replay"))        # step 1: plain text instead
+    f = run(capsys, "--stage", "finetune", "--align-replay", "--steps", "1", *common)
+    assert "finetune-replay-finance-sft-s7" in f
+    with pytest.raises(SystemExit):
+        train.parse(["--align-template-only", "--align-replay"])
+
+
 def test_no_preamble_runs_are_named_and_recorded(out, capsys):
     common = ["--out-dir", out, "--seed", "6", "--batch-size", "4", "--steps", "1"]
     run(capsys, "--stage", "pretrain", *common)
