@@ -16,9 +16,9 @@ measurement, appended as it is made, so an interrupted sweep loses nothing).
 
 A run whose checkpoint was trained by the same code from the same inputs and
 flags is reused, not retrained (train.up_to_date); anything else is retrained.
---jobs N runs the seeds in N processes at once: worth it on a GPU, where a model
-this small leaves the chip idle while Python prepares each step; not on a
-2-core CPU, where one process already uses both cores.
+--jobs N runs the seeds in N processes at once. It is meant for a GPU, where a
+model this small leaves the chip idle while Python prepares each step; not for
+a 2-core CPU, where one process already uses both cores.
 """
 import argparse
 import json
