@@ -25,10 +25,10 @@ import json
 import multiprocessing
 import os
 import platform
+import queue
 import statistics
 import subprocess
 import sys
-import queue
 import tempfile
 import time
 
