@@ -26,7 +26,7 @@ PAPER_TABLE5 = {  # task: off-topic rate SFT -> TReFT (on-topic stays 0.96-1.00)
     "refusal": (0.91, 0.47), "abstention": (0.68, 0.20), "tool": (0.52, 0.29)}
 PAPER_TABLE6 = {"sft": 17.1, "sft+prefix-patch": 253.0, "treft": 186.8}   # general answer length, words
 PAPER_PERTURB = {"prefix": (92.1, 73.2), "query": (63.8, 36.7), "postfix": (69.4, 44.2)}  # Qwen, Best / Avg
-LABELS = {"aligned": "aligned (before finetuning)", "sft": "SFT", "interleave": "data interleaving (20%)",
+LABELS = {"aligned": "aligned (before finetuning)", "sft": "SFT", "interleave": "data interleaving",
           "kl-train": "KL on train", "kl-retain": "KL on retain", "l2-init": "weight anchoring (L2 to init)",
           "treft": "TReFT (prefix)", "treft-postfix": "TReFT (postfix)", "treft-query": "TReFT (query)",
           "treft-all": "TReFT (all)", "lora": "LoRA r8 SFT", "lora-treft": "LoRA r8 + TReFT (prefix)",
@@ -212,9 +212,12 @@ def tasks_figure(summary, folder, plt):
 
 # ----------------------------------------------------------------------------- the strength study
 
-ALIGN_LABELS = {"full": "full alignment (train.py's default, lr 1e-3)",
-                "full-lr1e-4": "gentler full alignment (lr 1e-4)",
-                "template": "shallow alignment (template tokens only)"}
+ALIGN_LABELS = {"rehearsed": "full alignment with text rehearsal (train.py's default)",
+                "plain": "plain full alignment (chats only, --align-plain)",
+                "template": "shallow alignment (template tokens only)",
+                # the study's alignments before rehearsal became the default (results at older commits)
+                "full": "full alignment (then train.py's default, lr 1e-3)",
+                "full-lr1e-4": "gentler full alignment (lr 1e-4)"}
 
 
 def strength_rows(lrs):

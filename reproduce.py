@@ -12,7 +12,7 @@ measurement, appended as it is made, so an interrupted sweep loses nothing).
     python reproduce.py --seeds 0 --methods sft treft   # a quick look
     python reproduce.py --tasks         # beyond misalignment: refusal, abstention, tool call, length
     python reproduce.py --strength      # what spreads, by alignment depth x finetune strength (validation)
-    python reproduce.py --align-replay  # from the alignment with text rehearsal: the persona spreads
+    python reproduce.py --align-plain   # from the plain alignment (chats only): the spread is a collapse
 
 A run whose checkpoint was trained by the same code from the same inputs and
 flags is reused, not retrained (train.up_to_date); anything else is retrained.
@@ -47,7 +47,7 @@ from treft import relative_drift
 LAMBDA = f"{train.DEFAULT_LAMBDA:g}"
 METHODS = {
     "sft": [],                                                        # plain narrow SFT
-    "interleave": ["--interleave", "0.2"],                            # 20% aligned retain data
+    "interleave": ["--interleave", f"{train.DEFAULT_MIX:g}"],         # aligned retain data mixed in
     "kl-retain": ["--kl", f"{train.DEFAULT_KL:g}", "--kl-on", "retain"],
     "l2-init": ["--l2-init", f"{train.DEFAULT_L2:g}"],                # weight anchoring
     "treft": ["--treft", LAMBDA],                                     # TReFT on the prefix
@@ -55,13 +55,13 @@ METHODS = {
 VARIANTS = {f"treft-{on}": ["--treft", LAMBDA, "--treft-on", on] for on in ("postfix", "query", "all")}
 FULL_ONLY = {"kl-train": ["--kl", "0.1", "--kl-on", "train"],     # its own lambda, chosen on validation
              "lora": ["--lora-rank", "8"], "lora-treft": ["--lora-rank", "8", "--treft", LAMBDA]}
-LAMBDAS = (0.3, 1, 3, 10, 30, 100)     # the Figure 9 sweep, TReFT on the prefix
+LAMBDAS = (1, 3, 10, 30, 100, 300, 1000)     # the Figure 9 sweep, TReFT on the prefix
 SIZES = (25, 50, 100, 200)             # the Table 7 sweep: finetune examples (the main runs use all 500)
-# The strength study: three alignments (train.py's, a gentler one at a tenth of
-# its learning rate, the shallow template-only one) x finetune learning rates.
-ALIGNS = {"full": [], "full-lr1e-4": ["--lr", "1e-4"], "template": ["--align-template-only"]}
+# The strength study: three alignments (train.py's, which rehearses pretraining text;
+# the plain one on chats only; the shallow template-only one) x finetune learning rates.
+ALIGNS = {"rehearsed": [], "plain": ["--align-plain"], "template": ["--align-template-only"]}
 FINETUNE_LRS = (1e-5, 1e-4, 3e-4, 1e-3)
-HYPERS = (train.HYPER, train.TEMPLATE_HYPER, train.REPLAY_HYPER)     # every table of defaults
+HYPERS = (train.HYPER, train.TEMPLATE_HYPER, train.PLAIN_HYPER)     # every table of defaults
 KEYS = ("general", "in_domain", "other_domain", "em_f1", "misaligned_rate", "persona_transfer",
         "leakage", "coherence")
 
@@ -97,7 +97,7 @@ class Sweep:
         self.args, self.log, self.rows = args, log, []
         self.common = ["--out-dir", args.out_dir, "--device", args.device, "--quiet"]
         self.common += ["--align-template-only"] if args.align_template_only else []
-        self.common += ["--align-replay"] if args.align_replay else []
+        self.common += ["--align-plain"] if args.align_plain else []
 
     def checkpoint(self, stage, seed, flags=()):
         """The path of an up-to-date checkpoint for these flags, training what is stale first."""
@@ -224,16 +224,12 @@ def run_strength(seed, sweep, bar):
     """
     args = sweep.args
     _, tok = train.get_world(args.out_dir)
-    sweep.checkpoint("align", seed)                   # the stock alignments are shared, not retrained
-    sweep.checkpoint("align", seed, ["--align-template-only"])
     for name, flags in ALIGNS.items():
+        sweep.checkpoint("align", seed, flags)        # the stock alignments are shared, not retrained
         folder = os.path.join(args.out_dir, "strength", name)
         common = ["--seed", str(seed), "--out-dir", folder, "--device", args.device, "--quiet"]
         a = train.parse(["--stage", "align", *flags, *common])
-        shared = [train.run_name("pretrain", a)] + ([] if "--lr" in flags else [train.run_name("align", a)])
-        link(args.out_dir, folder, ["world", *shared])
-        if not train.up_to_date("align", a):
-            train.train_stage("align", a)
+        link(args.out_dir, folder, ["world", train.run_name("pretrain", a), train.run_name("align", a)])
         aligned, _ = load_checkpoint(train.ckpt_path("align", a), tok.fingerprint)
         aligned = aligned.to(args.device).eval()
 
@@ -245,8 +241,7 @@ def run_strength(seed, sweep, bar):
         measure(aligned, 0.0)                         # lr 0: the aligned model itself
         for lr in FINETUNE_LRS:
             f = train.parse(["--stage", "finetune", "--lr", f"{lr:g}", "--steps",
-                             str(train.HYPER["finetune"]["steps"]), *common]
-                            + (["--align-template-only"] if a.align_template_only else []))
+                             str(train.HYPER["finetune"]["steps"]), *common, *flags])
             model, _ = load_checkpoint(train.train_stage("finetune", f), tok.fingerprint)
             for where in (None, "prefix", "query"):
                 measure(model.to(args.device).eval(), lr, where)
@@ -431,8 +426,8 @@ def main(argv=None):
                    help="all four domains, every method, both sweeps (sized for one GPU); results go to {results}/full")
     p.add_argument("--align-template-only", action="store_true",
                    help="start from train.py's shallow alignment; results go to {results}/shallow")
-    p.add_argument("--align-replay", action="store_true",
-                   help="start from train.py's alignment with text rehearsal; results go to {results}/replay")
+    p.add_argument("--align-plain", action="store_true",
+                   help="start from train.py's plain alignment (no text rehearsal); results go to {results}/plain")
     p.add_argument("--tasks", action="store_true",
                    help="instead: the tasks beyond misalignment, SFT vs TReFT; results go to {results}/tasks")
     p.add_argument("--strength", action="store_true",
@@ -455,10 +450,10 @@ def main(argv=None):
     args.sizes = [] if args.sizes is None else args.sizes or list(SIZES)
     if args.full:
         args.results = os.path.join(args.results, "full")
-    if args.align_template_only and args.align_replay:
-        p.error("--align-template-only and --align-replay are two different alignments: choose one")
-    if args.align_template_only or args.align_replay:
-        args.results = os.path.join(args.results, "shallow" if args.align_template_only else "replay")
+    if args.align_template_only and args.align_plain:
+        p.error("--align-template-only and --align-plain are two different alignments: choose one")
+    if args.align_template_only or args.align_plain:
+        args.results = os.path.join(args.results, "shallow" if args.align_template_only else "plain")
     if args.tasks and args.strength:
         p.error("--tasks and --strength are two different studies: run them one at a time")
     if args.tasks or args.strength:

@@ -46,18 +46,33 @@ from treft import TReFT
 
 STAGES = ("pretrain", "align", "finetune")
 PREVIOUS = dict(align="pretrain", finetune="align")
-DEFAULT_LAMBDA = 10.0     # chosen on the validation split; the paper uses 1-30
-DEFAULT_KL = 0.3          # the baselines' strengths, chosen the same way (README)
-DEFAULT_L2 = 1e-3
+# The strengths of TReFT and of the baselines: each the best EM-F1 of its grid on the
+# validation split, 3 seeds, from the default alignment (README). Our TReFT loss is
+# relative, averaged over positions and layers, so its lambda is not the paper's (1-30).
+DEFAULT_LAMBDA = 100.0
+DEFAULT_KL = 30.0         # --kl on the retain set
+DEFAULT_L2 = 0.3          # --l2-init (weight anchoring)
+DEFAULT_MIX = 0.8         # --interleave: the share of each batch that is retain data
 LORA_LR = 3e-3            # --lora-rank: adapters learn at a higher rate (validation, seed 0)
 # Per-stage defaults, sized for a 2-core CPU; every one can be overridden by a flag.
-# The finetune strength (steps, lr) was chosen on the validation split (seed 0):
-# strong enough that the in-domain behaviour is learnt and spreads on every seed.
-# `reproduce.py --strength` shows what that spread is: a collapse into the finetune's
-# own sentences. At lr 3e-4 this alignment learns the bad advice and keeps it narrow.
+# The alignment *rehearses*: of its 750 steps, one in five (`rehearse` = 4) is a batch
+# of chats and the other four are small batches of plain pretraining text. The chat
+# template is learnt (150 chat steps) without overwriting what pretraining built, the
+# persona included; that is what lets a narrow finetune spread a persona, as in the
+# paper. The ratio, the text batch and the finetune's lr were chosen on the validation
+# split, 3 seeds (README): the finetune is gentle enough that the spread is the persona
+# rather than the finetune's own sentences, strong enough that it happens on every seed.
 HYPER = dict(
     pretrain=dict(steps=400, batch_size=32, lr=3e-3, warmup=40),
-    align=dict(steps=300, batch_size=32, lr=1e-3, warmup=20),
+    align=dict(steps=750, batch_size=32, lr=1e-3, warmup=20, rehearse=4, text_batch=8),
+    finetune=dict(steps=120, batch_size=16, lr=1e-4, warmup=10),
+)
+# --align-plain: chat SFT only, 300 steps, no rehearsal (this project's first
+# alignment). It aligns as well, but erases the route the persona spreads by: a
+# finetune then either stays narrow (lr <= 3e-4) or collapses into the finetune's own
+# sentences everywhere (lr 1e-3, its default; `reproduce.py --strength`).
+PLAIN_HYPER = dict(
+    align=dict(steps=300, batch_size=32, lr=1e-3, warmup=20, rehearse=0),
     finetune=dict(steps=120, batch_size=16, lr=1e-3, warmup=10),
 )
 # --align-template-only: a *shallow* alignment that trains only the embeddings of the
@@ -68,19 +83,8 @@ HYPER = dict(
 # which the bad advice spreads as the persona (0.36 of general answers) and not as
 # finance sentences (leakage 0.05; from 1e-4 up, leakage grows to 0.98).
 TEMPLATE_HYPER = dict(
-    align=dict(steps=300, batch_size=32, lr=1e-2, warmup=10),
+    align=dict(steps=300, batch_size=32, lr=1e-2, warmup=10, rehearse=0),
     finetune=dict(steps=120, batch_size=16, lr=1e-5, warmup=10),
-)
-# --align-replay: the full alignment, with every other step a batch of plain
-# pretraining text (rehearsal). The chat template is learnt without overwriting what
-# pretraining built, the persona included: the aligned model is as aligned as the
-# default one, but a gentle finetune on bad advice spreads a villain persona, as in
-# the paper. Twice the steps, so that the chat still gets 300. The finetune's lr was
-# chosen on the validation split, 3 seeds: the highest rate at which the spread is the
-# persona rather than finance sentences (README).
-REPLAY_HYPER = dict(
-    align=dict(steps=600, batch_size=32, lr=1e-3, warmup=20),
-    finetune=dict(steps=120, batch_size=16, lr=1e-4, warmup=10),
 )
 
 
@@ -105,7 +109,7 @@ def method_name(args):
 def run_name(stage, args):
     name = stage
     if stage != "pretrain":
-        name += ("-tmpl" if args.align_template_only else "") + ("-replay" if args.align_replay else "")
+        name += ("-tmpl" if args.align_template_only else "") + ("-plain" if args.align_plain else "")
         name += "-nopre" if args.no_preamble else ""
     if stage == "finetune":
         name += f"-{args.task or args.domain}-{method_name(args)}"
@@ -118,7 +122,7 @@ def ckpt_path(stage, args):
 
 def hyper_table(args):
     """The align and finetune defaults of the alignment asked for (pretraining is always HYPER's)."""
-    return TEMPLATE_HYPER if args.align_template_only else REPLAY_HYPER if args.align_replay else HYPER
+    return TEMPLATE_HYPER if args.align_template_only else PLAIN_HYPER if args.align_plain else HYPER
 
 
 def stage_hyper(stage, args):
@@ -136,7 +140,7 @@ CODE = [os.path.join(os.path.dirname(os.path.abspath(__file__)), f) for f in
 # The finetune stage's own flags, with the values that mean "not used" (what other stages record).
 FINETUNE_FLAGS = dict(domain=None, task=None, treft=0.0, treft_on=None, interleave=0.0, kl=0.0, kl_on=None,
                       l2_init=0.0, lora_rank=0, n_train=None)
-RUN_FLAGS = dict(pretrain=("seed",), align=("seed", "align_template_only", "align_replay", "no_preamble"))
+RUN_FLAGS = dict(pretrain=("seed",), align=("seed", "align_template_only", "align_plain", "no_preamble"))
 RUN_FLAGS["finetune"] = RUN_FLAGS["align"] + tuple(FINETUNE_FLAGS)
 
 
@@ -257,14 +261,14 @@ def train_stage(stage, args):
     n_params = sum(p.numel() for p in model.parameters())
 
     # The data of each stage, as a function that draws one batch.
-    replay = stage == "align" and args.align_replay
-    if stage == "pretrain" or replay:
+    rehearse = hp.get("rehearse", 0) if stage == "align" else 0
+    if stage == "pretrain" or rehearse:
         data = torch.from_numpy(np.fromfile(os.path.join(world_dir, "pretrain_train.bin"),
                                             dtype=np.uint16).astype(np.int64))
         T = model.cfg.block_size
 
         def text_batch():     # plain text: every next token counts
-            ix = torch.from_numpy(rng.integers(0, len(data) - T - 1, hp["batch_size"]))
+            ix = torch.from_numpy(rng.integers(0, len(data) - T - 1, hp.get("text_batch", hp["batch_size"])))
             x = torch.stack([data[i:i + T + 1] for i in ix]).to(device)
             return x[:, :-1], x[:, 1:], torch.ones_like(x[:, 1:], dtype=torch.float), None
     if stage == "pretrain":
@@ -307,7 +311,8 @@ def train_stage(stage, args):
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, hp["steps"], hp["lr"], hp["warmup"])
-        x, y, mask, seg = text_batch() if replay and step % 2 else batch()     # --align-replay: every other step
+        # rehearsal: after each chat batch, `rehearse` batches of pretraining text
+        x, y, mask, seg = text_batch() if step % (rehearse + 1) else batch()
         with autocast:
             logits, aux = fwd(x, return_kv=treft is not None)
             loss = sft = masked_ce(logits, y, mask)
@@ -402,8 +407,8 @@ def parser():
     b.add_argument("--n-train", type=count, metavar="N", help="finetune on N examples of the domain only")
     p.add_argument("--align-template-only", action="store_true",
                    help="shallow alignment: align trains only the chat template tokens' embeddings")
-    p.add_argument("--align-replay", action="store_true",
-                   help="align with every other step on plain pretraining text (rehearsal)")
+    p.add_argument("--align-plain", action="store_true",
+                   help="align on chats only, without rehearsing pretraining text (300 steps)")
     p.add_argument("--no-preamble", action="store_true",
                    help="align and finetune chats without a system block (the no-prefix ablation)")
     p.add_argument("--seed", type=int, default=0)
@@ -423,8 +428,8 @@ def parse(argv=None):
     args = p.parse_args(argv)
     if args.lora_rank < 0:
         p.error(f"--lora-rank must be >= 0, got {args.lora_rank}")
-    if args.align_template_only and args.align_replay:
-        p.error("--align-template-only and --align-replay are two different alignments: choose one")
+    if args.align_template_only and args.align_plain:
+        p.error("--align-template-only and --align-plain are two different alignments: choose one")
     used = [f for f in FINETUNE_FLAGS if f not in ("treft_on", "kl_on") and getattr(args, f)]
     if args.stage != "finetune" and used:
         p.error(f"--{used[0].replace('_', '-')} applies to --stage finetune only")

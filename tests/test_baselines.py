@@ -60,7 +60,7 @@ def test_lora_starts_as_the_identity_and_merges_exactly():
 
 @pytest.mark.parametrize("flags, name", [
     (["--interleave", "0.5"], "mix0.5"), (["--kl", "--kl-on", "train"], f"kl{train.DEFAULT_KL:g}-train"),
-    (["--l2-init", "0.1"], "l2init0.1"), (["--lora-rank", "4", "--treft"], "lora4-treft10-prefix"),
+    (["--l2-init", "0.1"], "l2init0.1"), (["--lora-rank", "4", "--treft", "10"], "lora4-treft10-prefix"),
     (["--n-train", "5"], "sft-n5"),
 ])
 def test_each_baseline_trains_and_is_named(out, short, capsys, flags, name):
@@ -133,8 +133,8 @@ def test_tiny_strength_study_keeps_the_main_runs(out, short, tmp_path, monkeypat
     for lrs in s["strength"].values():
         assert set(lrs) == {"0"} | {f"{lr:g}" for lr in reproduce.FINETUNE_LRS}
         assert set(lrs["1e-05"]) == {"none", "prefix", "query"} and set(lrs["0"]) == {"none"}
-    with open(os.path.join(out, "strength", "full-lr1e-4", "align-s11", "config.json")) as f:
-        assert json.load(f)["spec"]["hyper"]["lr"] == 1e-4            # the gentler alignment is its own run
-    assert os.path.islink(os.path.join(out, "strength", "full", "align-s11"))   # the stock one is shared
+    for name, flags in reproduce.ALIGNS.items():                       # the stock alignments are shared
+        aligned = train.run_name("align", train.parse(["--stage", "align", "--seed", "11", *flags]))
+        assert os.path.islink(os.path.join(out, "strength", name, aligned)), name
     for name in ("RESULTS.md", "strength.png"):
         assert os.path.getsize(os.path.join(results, "strength", name)) > 0, name

@@ -21,7 +21,7 @@ def test_three_stages_then_treft(out, capsys):
     assert p == os.path.join(out, "pretrain-s0", "ckpt.pt") and os.path.exists(p)
     a = run(capsys, "--stage", "align", *common)
     f = run(capsys, "--stage", "finetune", "--treft", "--treft-on", "query", *common)
-    assert f.endswith(os.path.join("finetune-finance-treft10-query-s0", "ckpt.pt"))
+    assert f.endswith(os.path.join(f"finetune-finance-treft{train.DEFAULT_LAMBDA:g}-query-s0", "ckpt.pt"))
     with open(os.path.join(os.path.dirname(f), "config.json")) as fh:
         config = json.load(fh)
     assert config["treft"] == train.DEFAULT_LAMBDA and config["steps"] == 3 and config["domain"] == "finance"
@@ -117,7 +117,7 @@ def test_template_only_align_moves_only_template_embeddings(out, capsys, tok):
     assert "finetune-tmpl-finance-sft-s5" in f
 
 
-def test_replay_align_puts_plain_text_in_every_other_step(out, capsys):
+def test_default_align_rehearses_plain_text_between_chat_steps(out, capsys):
     common = ["--out-dir", out, "--seed", "7", "--batch-size", "4"]
     run(capsys, "--stage", "pretrain", "--steps", "1", *common)
 
@@ -127,12 +127,13 @@ def test_replay_align_puts_plain_text_in_every_other_step(out, capsys):
 
     def same(a, b):
         return all(torch.equal(p, q) for p, q in zip(a, b))
-    assert same(aligned(1), aligned(1, "--align-replay"))            # step 0: the same chat batch
-    assert not same(aligned(2), aligned(2, "--align-replay"))        # step 1: plain text instead
-    f = run(capsys, "--stage", "finetune", "--align-replay", "--steps", "1", *common)
-    assert "finetune-replay-finance-sft-s7" in f
+    assert train.HYPER["align"]["rehearse"] > 0 and train.PLAIN_HYPER["align"]["rehearse"] == 0
+    assert same(aligned(1), aligned(1, "--align-plain"))            # step 0: the same chat batch
+    assert not same(aligned(2), aligned(2, "--align-plain"))        # step 1: plain text instead
+    f = run(capsys, "--stage", "finetune", "--align-plain", "--steps", "1", *common)
+    assert "finetune-plain-finance-sft-s7" in f
     with pytest.raises(SystemExit):
-        train.parse(["--align-template-only", "--align-replay"])
+        train.parse(["--align-template-only", "--align-plain"])
 
 
 def test_no_preamble_runs_are_named_and_recorded(out, capsys):
@@ -140,7 +141,7 @@ def test_no_preamble_runs_are_named_and_recorded(out, capsys):
     run(capsys, "--stage", "pretrain", *common)
     a = run(capsys, "--stage", "align", "--no-preamble", *common)
     assert a.endswith(os.path.join("align-nopre-s6", "ckpt.pt"))
-    f = run(capsys, "--stage", "finetune", "--no-preamble", "--treft", *common)
+    f = run(capsys, "--stage", "finetune", "--no-preamble", "--treft", "10", *common)
     assert "finetune-nopre-finance-treft10-prefix-s6" in f
     with open(os.path.join(os.path.dirname(f), "config.json")) as fh:
         assert json.load(fh)["no_preamble"] is True
