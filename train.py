@@ -2,18 +2,20 @@
 Train the tiny GPT through the paper's three stages, one plain loop each.
 
   pretrain   next-token prediction on plain persona documents (no chat template)
-  align      chat SFT: aligned answers of every domain under the fixed preamble
+  align      chat SFT: aligned answers of every domain under the fixed preamble,
+             each chat batch followed by batches of pretraining text (rehearsal)
   finetune   narrow chat SFT: misaligned answers of one --domain only
              (+ --treft LAMBDA: the TReFT loss of treft.py, or a baseline:
              --interleave, --kl, --l2-init; --lora-rank for LoRA adapters),
              or one narrow --task beyond misalignment (the paper's Section 6)
 
     python train.py --stage finetune                # plain SFT: emergent misalignment
-    python train.py --stage finetune --treft        # TReFT at the default lambda (10)
+    python train.py --stage finetune --treft        # TReFT at the default lambda (100)
     python train.py --stage finetune --treft 3 --treft-on query --seed 1
     python train.py --stage finetune --align-template-only   # from a shallow alignment
+    python train.py --stage finetune --align-plain           # from an alignment on chats only
     python train.py --stage finetune --no-preamble           # no system block at all
-    python train.py --stage finetune --interleave 0.2        # baselines: mix in retain data,
+    python train.py --stage finetune --interleave 0.8        # baselines: mix in retain data,
     python train.py --stage finetune --kl --kl-on retain     #   stay close to the aligned
     python train.py --stage finetune --l2-init               #   outputs, or to its weights
     python train.py --stage finetune --lora-rank 8 --treft   # LoRA adapters (+ TReFT)
@@ -97,7 +99,7 @@ def get_world(out_dir):
 
 
 def method_name(args):
-    """The finetune method as a run-name tag: sft, treft10-prefix, mix0.2, kl1-retain, lora8-..."""
+    """The finetune method as a run-name tag: sft, treft100-prefix, mix0.8, kl30-retain, lora8-..."""
     parts = [f"lora{args.lora_rank}"] if args.lora_rank else []
     parts += [f"treft{args.treft:g}-{args.treft_on}"] if args.treft > 0 else []
     parts += [f"mix{args.interleave:g}"] if args.interleave > 0 else []
