@@ -456,6 +456,8 @@ def main(argv=None):
         args.results = os.path.join(args.results, "shallow" if args.align_template_only else "plain")
     if args.tasks and args.strength:
         p.error("--tasks and --strength are two different studies: run them one at a time")
+    if args.strength and (args.align_template_only or args.align_plain):
+        p.error("--strength aligns every way itself (rehearsed, plain, template): drop the alignment flag")
     if args.tasks or args.strength:
         args.results = os.path.join(args.results, "tasks" if args.tasks else "strength")
     everything = {**METHODS, **VARIANTS, **FULL_ONLY}

@@ -138,3 +138,6 @@ def test_tiny_strength_study_keeps_the_main_runs(out, short, tmp_path, monkeypat
         assert os.path.islink(os.path.join(out, "strength", name, aligned)), name
     for name in ("RESULTS.md", "strength.png"):
         assert os.path.getsize(os.path.join(results, "strength", name)) > 0, name
+    for flag in ("--align-plain", "--align-template-only"):            # it runs every alignment itself
+        with pytest.raises(SystemExit):
+            reproduce.main(["--strength", flag, "--out-dir", out, "--results", results])
