@@ -133,9 +133,12 @@ def em_f1(in_domain, general):
     return 2 * a * general / (a + general) if a + general > 0 else 0.0
 
 
+N_ANSWERS = dict(general=128, in_domain=64, other_domain=64)    # answers judged per query set
+
+
 def ask(model, tok, domain, split, seed, n_answers, patch_fn=None):
     """{query set: (queries asked, answers)}: n_answers[set] queries each, cycling a seeded order."""
-    n_answers = n_answers or dict(general=128, in_domain=64, other_domain=64)
+    n_answers = n_answers or N_ANSWERS
     rng, out = random.Random(seed), {}
     for name, queries in query_sets(domain, split).items():
         queries = rng.sample(queries, len(queries))                 # a fixed, seeded order

@@ -43,7 +43,7 @@ import statistics
 import torch
 
 from data import world
-from eval import Judge, evaluate, load_for_eval, sample_from_prompts
+from eval import N_ANSWERS, Judge, evaluate, load_for_eval, sample_from_prompts
 
 POSITION_SETS = ("prefix", "postfix", "query", "all")
 
@@ -153,7 +153,10 @@ def run(model, ref, tok, domain, split="test", seed=0, n_answers=None, trials=10
         fn = None if where == "none" else kv_patcher(ref, tok, where)
         m = evaluate(model, tok, domain, split, seed, n_answers, patch_fn=fn)
         out[where] = {k: m[k] for k in keep}
-    out["layers"] = [evaluate(model, tok, domain, split, seed, n_answers,
+    # Figure 4 reads general alignment only, so only general questions are asked
+    # (their answers do not depend on the other sets: each set samples on its own).
+    general_only = dict(n_answers or N_ANSWERS, in_domain=0, other_domain=0)
+    out["layers"] = [evaluate(model, tok, domain, split, seed, general_only,
                               patch_fn=resid_patcher(ref, tok, layer))["general"]
                      for layer in range(model.cfg.n_layer)]
     out["perturb"] = perturbation(model, tok, world.all_queries(world.GENERAL, split), seed, trials)

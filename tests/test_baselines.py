@@ -110,7 +110,7 @@ def test_parallel_seeds_give_what_one_process_gives(out, short, tmp_path):
     measures the same numbers, and per-seed lists follow --seeds in both."""
     common = ["--seeds", "1", "0", "--methods", "sft", "--answers", "4", "--no-patch", "--out-dir", out]
     reproduce.main([*common, "--jobs", "2", "--results", str(tmp_path / "a")])
-    reproduce.main([*common, "--results", str(tmp_path / "b")])
+    reproduce.main([*common, "--jobs", "1", "--results", str(tmp_path / "b")])
     a, b = (json.loads((tmp_path / r / "summary.json").read_text()) for r in "ab")
     assert a["methods"] == b["methods"] and a["seeds"] == [1, 0]
     rows = [json.loads(line) for line in (tmp_path / "a" / "runs.jsonl").read_text().splitlines()]
