@@ -16,13 +16,14 @@ measurement, appended as it is made, so an interrupted sweep loses nothing).
 
 A run whose checkpoint was trained by the same code from the same inputs and
 flags is reused, not retrained (train.up_to_date); anything else is retrained.
-On a CPU every seed runs in its own process (--jobs), each with its share of
-the cores: a model this small keeps one core busier than it keeps two, so on a
-2-core CPU three one-thread processes train about 1.1 to 1.3 times and sample
-about 1.9 times as fast as one process with two threads. (A run by hand with
-train.py sums its floating-point numbers in another order, so its weights can
-differ from these in the last digits.) On a GPU --jobs 3 keeps the chip busy
-while Python prepares each step.
+On a CPU every seed runs in its own process (--jobs; at most the cores + 1),
+each with its share of the cores: a model this small keeps one core busier
+than it keeps two, so on a 2-core CPU three one-thread processes train about
+1.1 to 1.3 times and sample about 1.9 times as fast as one process with two
+threads. (A run by hand with train.py sums its floating-point numbers in
+another order, so its weights differ from these in the last digits, and its
+results can differ about as much as another seed's.) On a GPU --jobs 3 keeps the
+chip busy while Python prepares each step.
 """
 import argparse
 import json
@@ -444,7 +445,8 @@ def main(argv=None):
     p.add_argument("--results", default="results")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--jobs", type=train.count,
-                   help="seeds run at once, each in its own process (default: every seed on a CPU, 1 on a GPU)")
+                   help="seeds run at once, each in its own process (default on a CPU: one per seed, "
+                        "at most the cores + 1; on a GPU: 1)")
     args = p.parse_args(argv)
     args.command = " ".join(["python reproduce.py", *(sys.argv[1:] if argv is None else argv)])
     if args.full:
@@ -469,8 +471,8 @@ def main(argv=None):
     names = args.methods or (list(everything) if args.full else ["sft", "treft"] if args.tasks
                              else list(METHODS) + (list(VARIANTS) * args.variants))
     args.methods = {m: everything[m] for m in names}
-    if args.jobs is None:
-        args.jobs = 1 if args.device.startswith("cuda") else len(args.seeds)
+    if args.jobs is None:      # on a CPU one process per seed, a few more than the cores at most
+        args.jobs = 1 if args.device.startswith("cuda") else min(len(args.seeds), (os.cpu_count() or 1) + 1)
 
     os.makedirs(args.results, exist_ok=True)
     args.commit, t0 = git_commit(), time.time()       # the code as it is when the run starts
