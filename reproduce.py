@@ -330,6 +330,11 @@ def run_in_parallel(args, sweep, bar):
                          "finished runs are reused")
 
 
+def default_jobs(device, n_seeds):
+    """On a GPU one process; on a CPU one per seed, but no more than the cores + 1."""
+    return 1 if device.startswith("cuda") else min(n_seeds, (os.cpu_count() or 1) + 1)
+
+
 def cost_benchmark(sweep, seed, steps=60):
     """Seconds per finetune step of every method, timed back to back in this process.
 
@@ -471,8 +476,8 @@ def main(argv=None):
     names = args.methods or (list(everything) if args.full else ["sft", "treft"] if args.tasks
                              else list(METHODS) + (list(VARIANTS) * args.variants))
     args.methods = {m: everything[m] for m in names}
-    if args.jobs is None:      # on a CPU one process per seed, a few more than the cores at most
-        args.jobs = 1 if args.device.startswith("cuda") else min(len(args.seeds), (os.cpu_count() or 1) + 1)
+    if args.jobs is None:
+        args.jobs = default_jobs(args.device, len(args.seeds))
 
     os.makedirs(args.results, exist_ok=True)
     args.commit, t0 = git_commit(), time.time()       # the code as it is when the run starts

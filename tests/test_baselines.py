@@ -118,6 +118,13 @@ def test_parallel_seeds_give_what_one_process_gives(out, short, tmp_path):
     assert evals == [(0, "aligned"), (0, "sft"), (1, "aligned"), (1, "sft")]
 
 
+def test_default_jobs_one_process_per_seed_on_a_cpu_only(monkeypatch):
+    monkeypatch.setattr(reproduce.os, "cpu_count", lambda: 2)
+    assert reproduce.default_jobs("cpu", 3) == 3 and reproduce.default_jobs("cpu", 1) == 1
+    assert reproduce.default_jobs("cpu", 10) == 3           # no more than the cores + 1
+    assert reproduce.default_jobs("cuda", 3) == 1
+
+
 def test_tiny_strength_study_keeps_the_main_runs(out, short, tmp_path, monkeypatch):
     """The strength grid trains in out/strength/*, so the main runs' checkpoints stay as they were."""
     monkeypatch.setattr(reproduce, "FINETUNE_LRS", (1e-5,))
