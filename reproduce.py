@@ -22,8 +22,8 @@ than it keeps two, so on a 2-core CPU three one-thread processes train about
 1.1 to 1.3 times and sample about 1.9 times as fast as one process with two
 threads. (A run by hand with train.py sums its floating-point numbers in
 another order, so its weights differ from these in the last digits, and its
-results can differ about as much as another seed's.) On a GPU --jobs 3 keeps the
-chip busy while Python prepares each step.
+results can differ about as much as another seed's.) On a GPU --jobs 3 keeps
+the chip busy while Python prepares each step.
 """
 import argparse
 import json
