@@ -66,7 +66,6 @@ SIZES = (25, 50, 100, 200)             # the Table 7 sweep: finetune examples (t
 # the plain one on chats only; the shallow template-only one) x finetune learning rates.
 ALIGNS = {"rehearsed": [], "plain": ["--align-plain"], "template": ["--align-template-only"]}
 FINETUNE_LRS = (1e-5, 1e-4, 3e-4, 1e-3)
-HYPERS = (train.HYPER, train.TEMPLATE_HYPER, train.PLAIN_HYPER)     # every table of defaults
 KEYS = ("general", "in_domain", "other_domain", "em_f1", "misaligned_rate", "persona_transfer",
         "leakage", "coherence")
 
@@ -282,7 +281,7 @@ def worker(args, seeds, hyper, threads, q):
     afresh, so it is handed the parent's hyperparameters (a caller may have changed them)."""
     torch.set_num_threads(threads)              # the workers share the CPU cores
     try:
-        for table, values in zip(HYPERS, hyper):
+        for table, values in zip(train.HYPER_TABLES, hyper):
             table.update(values)
         relay = Relay(q)
         sweep = Sweep(args, relay)
@@ -300,7 +299,7 @@ def run_in_parallel(args, sweep, bar):
     jobs = min(args.jobs, len(args.seeds))
     ctx = multiprocessing.get_context("spawn")       # CUDA cannot be forked
     q = ctx.Queue()
-    procs = [ctx.Process(target=worker, args=(args, args.seeds[i::jobs], HYPERS,
+    procs = [ctx.Process(target=worker, args=(args, args.seeds[i::jobs], train.HYPER_TABLES,
                                                 max(1, torch.get_num_threads() // jobs), q))
              for i in range(jobs)]
     for p in procs:

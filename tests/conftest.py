@@ -31,6 +31,6 @@ def out(world_dir):
 @pytest.fixture
 def short(monkeypatch):
     """Every stage's defaults cut to a few steps: tests that train check plumbing, not learning."""
-    for hyper in (train.HYPER, train.TEMPLATE_HYPER, train.PLAIN_HYPER):
+    for hyper in train.HYPER_TABLES:
         for stage in hyper:
             monkeypatch.setitem(hyper, stage, dict(hyper[stage], steps=2, batch_size=4))
