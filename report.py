@@ -121,8 +121,10 @@ def markdown(summary):
                          [[LABELS.get(m, m)] + [f"{x['mean']:.4f}" for x in v] for m, v in summary["drift"].items()]))
     if summary.get("cost"):
         c, base = summary["cost"], summary["cost"].get("sft")
-        out.append("\n## Training cost\n\nSeconds per finetune step, every method timed for 60 steps back "
-                   "to back in this command (seed of the first run, first domain), and the ratio to SFT:\n")
+        turns = (f"the fastest of {summary['cost_rounds']} turns of 60 steps, the methods taking turns"
+                 if summary.get("cost_rounds") else "every method timed for 60 steps back to back")
+        out.append(f"\n## Training cost\n\nSeconds per finetune step, {turns} in this command (seed of the "
+                   "first run, first domain), and the ratio to SFT:\n")
         out.append(table(["method", "s / step", "× SFT"],
                          [[LABELS.get(m, m), f"{v:.3f}", f"{v / base:.2f}" if base else "-"] for m, v in c.items()]))
     for name, what in (("lambda", "TReFT lambda (Figure 9)"), ("size", "finetune examples (Table 7)")):

@@ -66,6 +66,7 @@ SIZES = (25, 50, 100, 200)             # the Table 7 sweep: finetune examples (t
 # the plain one on chats only; the shallow template-only one) x finetune learning rates.
 ALIGNS = {"rehearsed": [], "plain": ["--align-plain"], "template": ["--align-template-only"]}
 FINETUNE_LRS = (1e-5, 1e-4, 3e-4, 1e-3)
+COST_ROUNDS = 3                        # the cost benchmark: each method's fastest of this many turns
 KEYS = ("general", "in_domain", "other_domain", "em_f1", "misaligned_rate", "persona_transfer",
         "leakage", "coherence")
 
@@ -334,7 +335,7 @@ def default_jobs(device, n_seeds):
     return 1 if device.startswith("cuda") else min(n_seeds, (os.cpu_count() or 1) + 1)
 
 
-def cost_benchmark(sweep, seed, steps=60, rounds=3):
+def cost_benchmark(sweep, seed, steps=60, rounds=COST_ROUNDS):
     """Seconds per finetune step of every method, timed back to back in this process.
 
     After an untimed warm-up, each method trains `steps` steps from this seed's
@@ -406,7 +407,7 @@ def summarize(rows, args, seconds):
                sweeps={name: {m: {str(v): {k: stats([r["metrics"][k] for r in rs]) for k in ("general", "in_domain", "em_f1")}
                                   for v, rs in sorted(vs.items())} for m, vs in ms.items()}
                        for name, ms in sweeps.items()})
-    out["cost"] = args.cost
+    out["cost"], out["cost_rounds"] = args.cost, COST_ROUNDS
     drift = {}
     for r in rows:
         if r["kind"] == "drift":
