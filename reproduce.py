@@ -335,18 +335,18 @@ def default_jobs(device, n_seeds):
     return 1 if device.startswith("cuda") else min(n_seeds, (os.cpu_count() or 1) + 1)
 
 
-def cost_benchmark(sweep, seed, steps=60, rounds=COST_ROUNDS):
+def cost_benchmark(sweep, seed, steps=60):
     """Seconds per finetune step of every method, timed back to back in this process.
 
     After an untimed warm-up, each method trains `steps` steps from this seed's
     aligned model in a scratch folder that links to the real world and
     checkpoints, so nothing real is overwritten and reused runs are timed too.
-    The methods take turns for `rounds` rounds and each keeps its fastest round,
+    The methods take turns for COST_ROUNDS rounds and each keeps its fastest round,
     so a moment when the machine is busy slows one timing, not one method.
     Read the ratios between methods: the absolute numbers depend on the machine.
     """
     args, times = sweep.args, {}
-    turns = [("warm-up", 10, [])] + [(m, steps, f) for _ in range(rounds) for m, f in args.methods.items()]
+    turns = [("warm-up", 10, [])] + [(m, steps, f) for _ in range(COST_ROUNDS) for m, f in args.methods.items()]
     with tempfile.TemporaryDirectory() as tmp:
         for method, n, flags in turns:
             targs = train.parse(["--stage", "finetune", "--seed", str(seed), "--steps", str(n),
