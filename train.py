@@ -19,6 +19,7 @@ Train the tiny GPT through the paper's three stages, one plain loop each.
     python train.py --stage finetune --kl --kl-on retain     #   stay close to the aligned
     python train.py --stage finetune --l2-init               #   outputs, or to its weights
     python train.py --stage finetune --lora-rank 8 --treft   # LoRA adapters (+ TReFT)
+    python train.py --stage finetune --treft --treft-on all --freeze-last-block   # diagnostic
     python train.py --stage finetune --task refusal          # refuse finance questions; also
                                                              #   abstention, tool, length
 
@@ -107,6 +108,7 @@ def method_name(args):
     parts += [f"mix{args.interleave:g}"] if args.interleave > 0 else []
     parts += [f"kl{args.kl:g}-{args.kl_on}"] if args.kl > 0 else []
     parts += [f"l2init{args.l2_init:g}"] if args.l2_init > 0 else []
+    parts += ["lastfrozen"] if args.freeze_last_block else []
     return "-".join(parts or ["sft"]) + (f"-n{args.n_train}" if args.n_train else "")
 
 
@@ -143,7 +145,7 @@ CODE = [os.path.join(os.path.dirname(os.path.abspath(__file__)), f) for f in
         ("model.py", "train.py", "treft.py", "data/world.py", "data/tokenizer.py", "data/prepare.py")]
 # The finetune stage's own flags, with the values that mean "not used" (what other stages record).
 FINETUNE_FLAGS = dict(domain=None, task=None, treft=0.0, treft_on=None, interleave=0.0, kl=0.0, kl_on=None,
-                      l2_init=0.0, lora_rank=0, n_train=None)
+                      l2_init=0.0, lora_rank=0, n_train=None, freeze_last_block=False)
 RUN_FLAGS = dict(pretrain=("seed",), align=("seed", "align_template_only", "align_plain", "no_preamble"))
 RUN_FLAGS["finetune"] = RUN_FLAGS["align"] + tuple(FINETUNE_FLAGS)
 
@@ -261,6 +263,11 @@ def train_stage(stage, args):
         model.wpe.weight.requires_grad_(False)
         if args.lora_rank:
             add_lora(model, args.lora_rank)
+        # --freeze-last-block, a diagnostic: what the last block and the final LayerNorm
+        # compute reaches the logits but no key or value, so TReFT cannot hold it.
+        if args.freeze_last_block:
+            for p in [*model.blocks[-1].parameters(), *model.ln_f.parameters()]:
+                p.requires_grad_(False)
     model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
 
@@ -408,6 +415,9 @@ def parser():
                    help=f"add LAMBDA * squared distance of the weights to the aligned model's (alone: {DEFAULT_L2})")
     b.add_argument("--lora-rank", type=int, default=0, metavar="R",
                    help="finetune rank-R LoRA adapters on the attention and MLP projections (0: all weights)")
+    b.add_argument("--freeze-last-block", action="store_true",
+                   help="keep the last block and the final LayerNorm as aligned: what they compute reaches "
+                        "the logits but no key or value, so TReFT cannot hold it (a diagnostic)")
     b.add_argument("--n-train", type=count, metavar="N", help="finetune on N examples of the domain only")
     p.add_argument("--align-template-only", action="store_true",
                    help="shallow alignment: align trains only the chat template tokens' embeddings")

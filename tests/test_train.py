@@ -145,3 +145,15 @@ def test_no_preamble_runs_are_named_and_recorded(out, capsys):
     assert "finetune-nopre-finance-treft10-prefix-s6" in f
     with open(os.path.join(os.path.dirname(f), "config.json")) as fh:
         assert json.load(fh)["no_preamble"] is True
+
+
+def test_freeze_last_block_keeps_the_weights_no_key_or_value_reads(out, short, capsys):
+    common = ["--out-dir", out, "--seed", "8", "--steps", "2"]
+    f = run(capsys, "--stage", "finetune", "--treft", "--treft-on", "all", "--freeze-last-block", *common)
+    assert f.endswith(os.path.join(f"finetune-finance-treft{train.DEFAULT_LAMBDA:g}-all-lastfrozen-s8", "ckpt.pt"))
+    before, _ = load_checkpoint(os.path.join(out, "align-s8", "ckpt.pt"))
+    after, _ = load_checkpoint(f)
+    last = {n for n, _ in before.named_parameters() if n.startswith(f"blocks.{before.cfg.n_layer - 1}.")
+            or n.startswith("ln_f.")}
+    for (name, p0), p1 in zip(before.named_parameters(), after.parameters()):
+        assert torch.equal(p0, p1) == (name in last or name.startswith(("wte.", "wpe."))), name
