@@ -121,8 +121,9 @@ def markdown(summary):
                          [[LABELS.get(m, m)] + [f"{x['mean']:.4f}" for x in v] for m, v in summary["drift"].items()]))
     if summary.get("cost"):
         c, base = summary["cost"], summary["cost"].get("sft")
-        turns = (f"the fastest of {summary['cost_rounds']} turns of 60 steps, the methods taking turns"
-                 if summary.get("cost_rounds") else "every method timed for 60 steps back to back")
+        steps = summary.get("cost_steps", 60)       # summaries from before it was recorded timed 60
+        turns = (f"the fastest of {summary['cost_rounds']} turns of {steps} steps, the methods taking turns"
+                 if summary.get("cost_rounds") else f"every method timed for {steps} steps back to back")
         out.append(f"\n## Training cost\n\nSeconds per finetune step, {turns} in this command (seed of the "
                    "first run, first domain), and the ratio to SFT:\n")
         out.append(table(["method", "s / step", "× SFT"],

@@ -67,6 +67,7 @@ SIZES = (25, 50, 100, 200)             # the Table 7 sweep: finetune examples (t
 ALIGNS = {"rehearsed": [], "plain": ["--align-plain"], "template": ["--align-template-only"]}
 FINETUNE_LRS = (1e-5, 1e-4, 3e-4, 1e-3)
 COST_ROUNDS = 3                        # the cost benchmark: each method's fastest of this many turns
+COST_STEPS = 60                        #   of this many finetune steps each
 KEYS = ("general", "in_domain", "other_domain", "em_f1", "misaligned_rate", "persona_transfer",
         "leakage", "coherence")
 
@@ -335,10 +336,10 @@ def default_jobs(device, n_seeds):
     return 1 if device.startswith("cuda") else min(n_seeds, (os.cpu_count() or 1) + 1)
 
 
-def cost_benchmark(sweep, seed, steps=60):
+def cost_benchmark(sweep, seed):
     """Seconds per finetune step of every method, timed back to back in this process.
 
-    After an untimed warm-up, each method trains `steps` steps from this seed's
+    After an untimed warm-up, each method trains COST_STEPS steps from this seed's
     aligned model in a scratch folder that links to the real world and
     checkpoints, so nothing real is overwritten and reused runs are timed too.
     The methods take turns for COST_ROUNDS rounds and each keeps its fastest round,
@@ -346,7 +347,8 @@ def cost_benchmark(sweep, seed, steps=60):
     Read the ratios between methods: the absolute numbers depend on the machine.
     """
     args, times = sweep.args, {}
-    turns = [("warm-up", 10, [])] + [(m, steps, f) for _ in range(COST_ROUNDS) for m, f in args.methods.items()]
+    turns = [("warm-up", 10, [])] + [(m, COST_STEPS, f) for _ in range(COST_ROUNDS)
+                                     for m, f in args.methods.items()]
     with tempfile.TemporaryDirectory() as tmp:
         for method, n, flags in turns:
             targs = train.parse(["--stage", "finetune", "--seed", str(seed), "--steps", str(n),
@@ -407,7 +409,7 @@ def summarize(rows, args, seconds):
                sweeps={name: {m: {str(v): {k: stats([r["metrics"][k] for r in rs]) for k in ("general", "in_domain", "em_f1")}
                                   for v, rs in sorted(vs.items())} for m, vs in ms.items()}
                        for name, ms in sweeps.items()})
-    out["cost"], out["cost_rounds"] = args.cost, COST_ROUNDS
+    out["cost"], out["cost_rounds"], out["cost_steps"] = args.cost, COST_ROUNDS, COST_STEPS
     drift = {}
     for r in rows:
         if r["kind"] == "drift":

@@ -84,8 +84,9 @@ def test_up_to_date_reuses_only_unchanged_runs(out, short, capsys):
     assert not train.up_to_date("finetune", args)
 
 
-def test_tiny_reproduce_runs_end_to_end(out, short, tmp_path, capsys):
+def test_tiny_reproduce_runs_end_to_end(out, short, tmp_path, capsys, monkeypatch):
     results = str(tmp_path / "results")
+    monkeypatch.setattr(reproduce, "COST_STEPS", 5)              # the report must say what was timed
     reproduce.main(["--seeds", "0", "--methods", "sft", "treft", "--lambdas", "1", "--sizes", "5",
                     "--answers", "4", "--trials", "1", "--out-dir", out, "--results", results])
     with open(os.path.join(results, "summary.json")) as f:
@@ -102,7 +103,8 @@ def test_tiny_reproduce_runs_end_to_end(out, short, tmp_path, capsys):
     for name in ("RESULTS.md", "tradeoff.png", "em_f1.png", "patching.png", "layers.png", "lambda.png",
                  "drift.png"):
         assert os.path.getsize(os.path.join(results, name)) > 0, name
-    assert "TReFT (prefix)" in open(os.path.join(results, "RESULTS.md")).read()
+    page = open(os.path.join(results, "RESULTS.md")).read()
+    assert "TReFT (prefix)" in page and s["cost_steps"] == 5 and f"{s['cost_rounds']} turns of 5 steps" in page
 
 
 def test_parallel_seeds_give_what_one_process_gives(out, short, tmp_path):
