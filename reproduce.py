@@ -58,7 +58,7 @@ METHODS = {
     "treft": ["--treft", LAMBDA],                                     # TReFT on the prefix
 }
 VARIANTS = {f"treft-{on}": ["--treft", LAMBDA, "--treft-on", on] for on in ("postfix", "query", "all")}
-FULL_ONLY = {"kl-train": ["--kl", "0.1", "--kl-on", "train"],     # its own lambda, chosen on validation
+FULL_ONLY = {"kl-train": ["--kl", "0.3", "--kl-on", "train"],     # its own lambda, chosen on validation
              "lora": ["--lora-rank", "8"], "lora-treft": ["--lora-rank", "8", "--treft", LAMBDA]}
 LAMBDAS = (1, 3, 10, 30, 100, 300, 1000)     # the Figure 9 sweep, TReFT on the prefix
 SIZES = (25, 50, 100, 200)             # the Table 7 sweep: finetune examples (the main runs use all 500)
