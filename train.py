@@ -263,8 +263,8 @@ def train_stage(stage, args):
         model.wpe.weight.requires_grad_(False)
         if args.lora_rank:
             add_lora(model, args.lora_rank)
-        # --freeze-last-block, a diagnostic: what the last block and the final LayerNorm
-        # compute reaches the logits but no key or value, so TReFT cannot hold it.
+        # --freeze-last-block, a diagnostic: the last block's output and the final LayerNorm
+        # reach the logits but no key or value, so TReFT cannot hold them.
         if args.freeze_last_block:
             for p in [*model.blocks[-1].parameters(), *model.ln_f.parameters()]:
                 p.requires_grad_(False)
@@ -416,7 +416,7 @@ def parser():
     b.add_argument("--lora-rank", type=int, default=0, metavar="R",
                    help="finetune rank-R LoRA adapters on the attention and MLP projections (0: all weights)")
     b.add_argument("--freeze-last-block", action="store_true",
-                   help="keep the last block and the final LayerNorm as aligned: what they compute reaches "
+                   help="keep the last block and the final LayerNorm as aligned: their output reaches "
                         "the logits but no key or value, so TReFT cannot hold it (a diagnostic)")
     b.add_argument("--n-train", type=count, metavar="N", help="finetune on N examples of the domain only")
     p.add_argument("--align-template-only", action="store_true",
