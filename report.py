@@ -119,6 +119,18 @@ def markdown(summary):
                    "model's prefix keys and values (TReFT's L_K + L_V), per layer:\n")
         out.append(table(["method"] + [f"layer {i}" for i in range(len(next(iter(summary["drift"].values()))))],
                          [[LABELS.get(m, m)] + [f"{x['mean']:.4f}" for x in v] for m, v in summary["drift"].items()]))
+    if summary.get("segment_drift"):
+        sd = summary["segment_drift"]
+        sets = list(next(iter(sd.values())))
+        segs = list(next(iter(sd.values()))[sets[0]])
+        out.append("\n## Where finetuning moves the K/V\n\nTReFT's L_KV (relative drift of the keys and "
+                   "values from the aligned model's, mean over layers) on each segment of "
+                   f"validation chats: {domain} chats with bad advice, and the general questions with "
+                   "aligned answers. The piggyback hypothesis expects SFT to move the prefix most.\n")
+        out.append(table(["method"] + [f"{c.replace('_', '-')}: {s.replace('response', 'answer')}"
+                                       for c in sets for s in segs],
+                         [[LABELS.get(m, m)] + [f"{v[c][s]['mean']:.4f}" for c in sets for s in segs]
+                          for m, v in sd.items()]))
     if summary.get("cost"):
         c, base = summary["cost"], summary["cost"].get("sft")
         steps = summary.get("cost_steps", 60)       # summaries from before it was recorded timed 60
@@ -290,7 +302,7 @@ def strength_figure(summary, folder, plt):
 
 
 def figures(summary, folder):
-    """The trade-off, EM-F1, patching, per-layer, lambda and drift plots, as PNG files."""
+    """The trade-off, EM-F1, patching, per-layer, lambda, drift and segment plots, as PNG files."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -371,6 +383,20 @@ def figures(summary, folder):
                title="How far finetuning moves the prefix K/V")
         ax.legend(fontsize=7)
         save(fig, "drift.png")
+
+    if summary.get("segment_drift"):
+        sd = summary["segment_drift"]
+        segs = list(next(iter(sd.values()))["general"])
+        fig, ax = plt.subplots(figsize=(7, 3.8))
+        w = 0.8 / len(sd)
+        for i, (m, v) in enumerate(sd.items()):
+            ax.bar([j + i * w for j in range(len(segs))], [v["general"][s]["mean"] for s in segs], w,
+                   color=colour[m], label=LABELS.get(m, m))
+        ax.set_xticks([j + 0.4 - w / 2 for j in range(len(segs))], [s.replace("response", "answer") for s in segs])
+        ax.set(ylabel="L_KV on the segment (relative drift)", yscale="log",
+               title="Where finetuning moves the K/V of general questions")
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1))
+        save(fig, "segments.png")
 
 
 def write(summary, folder):

@@ -44,9 +44,10 @@ import patch
 import report
 import train
 from data import world
+from data.tokenizer import SEGMENTS
 from eval import evaluate, evaluate_task
 from model import load_checkpoint
-from treft import relative_drift
+from treft import kv_loss, relative_drift
 
 # Each method is a list of train.py flags for the finetune stage.
 LAMBDA = f"{train.DEFAULT_LAMBDA:g}"
@@ -68,6 +69,7 @@ ALIGNS = {"rehearsed": [], "plain": ["--align-plain"], "template": ["--align-tem
 FINETUNE_LRS = (1e-5, 1e-4, 3e-4, 1e-3)
 COST_ROUNDS = 3                        # the cost benchmark: each method's fastest of this many turns
 COST_STEPS = 60                        #   of this many finetune steps each
+DRIFT_CHATS = 64                       # validation chats per set in the K/V drift by segment
 KEYS = ("general", "in_domain", "other_domain", "em_f1", "misaligned_rate", "persona_transfer",
         "leakage", "coherence")
 
@@ -150,6 +152,24 @@ def prefix_drift(model, ref, tok):
             for (k, v), (k0, v0) in zip(kv, kv_ref)]
 
 
+def drift_sets(world_dir, domain):
+    """The chats the K/V drift by segment is measured on, from the validation split: the
+    finetune's kind (bad advice in its domain) and the general questions (aligned answers)."""
+    return dict(in_domain=train.load_chats(world_dir, "val", (domain,), "misaligned")[:DRIFT_CHATS],
+                general=train.load_chats(world_dir, "val", (world.GENERAL,), "aligned")[:DRIFT_CHATS])
+
+
+def segment_drift(model, ref, tok, chats):
+    """TReFT's L_KV (the relative K + V drift from the aligned model, mean over layers) on each
+    segment of these chats in turn: where finetuning moved the keys and values."""
+    rendered = [tok.render_conversation(c["query"], c["answer"]) for c in chats]
+    ids, _, _, segment = train.collate(rendered, next(model.parameters()).device)
+    with torch.no_grad():
+        (_, aux), (_, aux0) = model(ids, return_kv=True), ref(ids, return_kv=True)
+    return {name: round(float(kv_loss(aux["kv"], aux0["kv"], segment == SEGMENTS[name])), 5)
+            for name in ("prefix", "query", "postfix", "response")}
+
+
 def load_aligned(sweep, seed):
     """The tokenizer, and this seed's aligned model and its path (trained first if stale)."""
     path = sweep.checkpoint("align", seed)
@@ -162,12 +182,17 @@ def run_seed(seed, sweep, methods, bar):
     """Every model of one seed: aligned, each domain x method, the sweeps, patching."""
     args = sweep.args
     tok, aligned, aligned_path = load_aligned(sweep, seed)
+    chat_sets = drift_sets(train.get_world(args.out_dir)[0], args.domains[0])
     for domain in args.domains:
         sweep.judge(aligned, tok, seed, domain, "aligned", [], aligned_path)
         for method, flags in methods.items():
             model = sweep.evaluate(seed, domain, method, flags, tok)
-            if domain == args.domains[0] and method in ("sft", "treft"):
-                sweep.record(kind="drift", seed=seed, method=method, layers=prefix_drift(model, aligned, tok))
+            if domain == args.domains[0]:
+                model.eval()
+                sweep.record(kind="segment_drift", seed=seed, method=method,
+                             drift={name: segment_drift(model, aligned, tok, chats) for name, chats in chat_sets.items()})
+                if method in ("sft", "treft"):
+                    sweep.record(kind="drift", seed=seed, method=method, layers=prefix_drift(model, aligned, tok))
             bar.update()
     for lam in args.lambdas:
         sweep.evaluate(seed, "finance", "treft", ["--treft", f"{lam:g}"], tok, sweep=("lambda", lam))
@@ -415,6 +440,12 @@ def summarize(rows, args, seconds):
         if r["kind"] == "drift":
             drift.setdefault(r["method"], []).append(r["layers"])
     out["drift"] = {m: [stats(list(layer)) for layer in zip(*v)] for m, v in drift.items()}
+    by_segment = {}                # segment_drift[method][chat set][segment]
+    for r in rows:
+        if r["kind"] == "segment_drift":
+            by_segment.setdefault(r["method"], []).append(r["drift"])
+    out["segment_drift"] = {m: {c: {s: stats([d[c][s] for d in ds]) for s in ds[0][c]} for c in ds[0]}
+                            for m, ds in by_segment.items()}
     patches = [r["result"] for r in rows if r["kind"] == "patch"]
     if patches:
         p = patches[0]

@@ -2,6 +2,7 @@
 import copy
 import json
 import os
+import statistics
 
 import pytest
 import torch
@@ -100,11 +101,19 @@ def test_tiny_reproduce_runs_end_to_end(out, short, tmp_path, capsys, monkeypatc
     with open(os.path.join(results, "runs.jsonl")) as f:
         kinds = [json.loads(line)["kind"] for line in f]
     assert kinds.count("eval") == 1 + 2 + 1 + 2 and kinds.count("patch") == 1 and kinds.count("drift") == 2
+    d = s["segment_drift"]
+    assert kinds.count("segment_drift") == 2 and set(d) == {"sft", "treft"} and set(d["sft"]) == {"in_domain", "general"}
+    for m in ("sft", "treft"):     # the prefix is the same in every chat: one drift, that of drift.png's layers
+        prefix = [d[m][c]["prefix"]["mean"] for c in ("in_domain", "general")]
+        layers = statistics.mean(x["mean"] for x in s["drift"][m])
+        assert prefix[0] == pytest.approx(prefix[1], abs=1e-4) and prefix[0] == pytest.approx(layers, abs=1e-4)
+    assert min(d["sft"]["general"][seg]["mean"] for seg in ("prefix", "query", "postfix", "response")) > 0
     for name in ("RESULTS.md", "tradeoff.png", "em_f1.png", "patching.png", "layers.png", "lambda.png",
-                 "drift.png"):
+                 "drift.png", "segments.png"):
         assert os.path.getsize(os.path.join(results, name)) > 0, name
     page = open(os.path.join(results, "RESULTS.md")).read()
-    assert "TReFT (prefix)" in page and s["cost_steps"] == 5 and f"{s['cost_rounds']} turns of 5 steps" in page
+    assert "TReFT (prefix)" in page and "Where finetuning moves the K/V" in page
+    assert s["cost_steps"] == 5 and f"{s['cost_rounds']} turns of 5 steps" in page
 
 
 def test_parallel_seeds_give_what_one_process_gives(out, short, tmp_path):
