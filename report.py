@@ -390,8 +390,12 @@ def figures(summary, folder):
         fig, ax = plt.subplots(figsize=(7, 3.8))
         w = 0.8 / len(sd)
         for i, (m, v) in enumerate(sd.items()):
-            ax.bar([j + i * w for j in range(len(segs))], [v["general"][s]["mean"] for s in segs], w,
-                   color=colour[m], label=LABELS.get(m, m))
+            xs, ys = [j + i * w for j in range(len(segs))], [v["general"][s]["mean"] for s in segs]
+            ax.bar(xs, ys, w, color=colour[m], label=LABELS.get(m, m))
+            for x, y in zip(xs, ys):     # a log axis has no zero: say where a drift is held at ~0
+                if y < 1e-4:
+                    ax.text(x, 1.2e-4, "≈0", ha="center", fontsize=6)
+        ax.set_ylim(1e-4, 2 * max(v["general"][s]["mean"] for v in sd.values() for s in segs))
         ax.set_xticks([j + 0.4 - w / 2 for j in range(len(segs))], [s.replace("response", "answer") for s in segs])
         ax.set(ylabel="L_KV on the segment (relative drift)", yscale="log",
                title="Where finetuning moves the K/V of general questions")
