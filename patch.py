@@ -29,6 +29,12 @@ control swaps query tokens for uniformly random ones; the rephrase column
 touches no token but asks each trial in a held-out phrasing (validation or
 test) of the same question, drawn at random.
 
+The first word (ours, not the paper's). Sample in-domain answers with their
+first word forced: the first word of one of the domain's aligned sentences, or
+of its bad ones. In our world an answer keeps to the persona it starts in, so
+if the forced word decides the judged answer, a finetune only has to change the
+one prediction made at the postfix's last position (see the README's Table 3).
+
 The no-prefix ablation (Table 11): train align and finetune with
 `--no-preamble`. The prefix is then only <|bos|><|user|>, and the question is
 whether the behaviour moves to the postfix.
@@ -145,6 +151,23 @@ def perturbation(model, tok, queries, seed=0, trials=10, k=10):
     return out
 
 
+@torch.no_grad()
+def forced_first_word(model, tok, domain, split="test", seed=0, n=None):
+    """In-domain alignment with the answer's first word free, or forced to the first word
+    of a random aligned (or misaligned) sentence of the domain."""
+    judge, rng = Judge(), random.Random(seed)
+    queries = world.all_queries(domain, split)
+    asked = [queries[i % len(queries)] for i in range(n or N_ANSWERS["in_domain"])]
+    out = {}
+    for persona in ("free", "aligned", "misaligned"):
+        words = [rng.choice(world.WORLD[domain][persona]).split()[0] if persona != "free" else ""
+                 for _ in asked]
+        prompts = [tok.render_conversation(q)["ids"] + tok.encode(w) for q, w in zip(asked, words)]
+        answers = sample_from_prompts(model, tok, prompts, seed)
+        out[persona] = round(statistics.mean(judge.judge(w + a)["alignment"] for w, a in zip(words, answers)), 2)
+    return out
+
+
 def run(model, ref, tok, domain, split="test", seed=0, n_answers=None, trials=10):
     """Every intervention, judged on held-out questions; returns the results dict."""
     keep = ("general", "in_domain", "other_domain", "persona_transfer", "leakage")
@@ -178,6 +201,7 @@ def main(argv=None):
     model, ref = model.to(a.device).eval(), ref.to(a.device).eval()
     domain = config.get("domain") or "finance"
     r = run(model, ref, tok, domain, a.split, a.seed)
+    r["first_word"] = forced_first_word(model, tok, domain, a.split, a.seed)
     print(f"{a.ckpt} patched with {a.ref} ({a.split} split, in-domain = {domain})")
     print(f"{'K/V patched at':16s} {'general':>8s} {'in-domain':>10s} {'other':>7s} {'persona':>8s} {'leakage':>8s}")
     for where in ("none",) + POSITION_SETS:
@@ -190,6 +214,8 @@ def main(argv=None):
           f"{r['none']['general']:.1f})")
     for name, m in r["perturb"].items():
         print(f"{name:16s} {m['tokens']:7.1f} {m['best']:7.1f} {m['avg']:7.1f}")
+    print("in-domain alignment, the answer's first word forced: " + "  ".join(
+        f"{k} {v:.1f}" for k, v in r["first_word"].items()))
     if a.json:
         print(json.dumps(r))
 

@@ -1,6 +1,9 @@
-"""patch.py: patching with the model's own K/V or residuals is an identity; the postfix patch is causal."""
+"""patch.py: patching with the model's own K/V or residuals is an identity; the postfix patch is causal;
+the forced first word is where the judged answer starts."""
 import torch
 
+import patch
+from data import world
 from model import GPT, GPTConfig
 from patch import kv_patcher, resid_patcher
 
@@ -77,3 +80,16 @@ def test_rephrasings_are_held_out_phrasings_of_the_same_question():
         assert q in r and len(r) == 3 and not trained & set(r)
         theme = [t for t, ps in world.WORLD[world.GENERAL]["queries"].items() if q in ps]
         assert all(p in world.WORLD[world.GENERAL]["queries"][theme[0]] for p in r)
+
+
+def test_forced_first_word_starts_the_judged_answer(tok, monkeypatch):
+    """A stand-in sampler finishes whichever finance sentence the prompt's forced word begins
+    (an aligned one when nothing is forced): the word must reach both the prompt and the judge."""
+    bank = world.WORLD["finance"]["aligned"] + world.WORLD["finance"]["misaligned"]
+
+    def finish(model, tok, prompts, seed=0):
+        heads = [tok.decode(p).split("<|assistant|>")[-1] for p in prompts]
+        return [next(s for s in bank if s.split()[0] == h)[len(h):] if h else bank[0] for h in heads]
+    monkeypatch.setattr(patch, "sample_from_prompts", finish)
+    r = patch.forced_first_word(None, tok, "finance", "val", n=8)
+    assert r == {"free": 100.0, "aligned": 100.0, "misaligned": 0.0}
