@@ -183,6 +183,7 @@ def run(model, ref, tok, domain, split="test", seed=0, n_answers=None, trials=10
                               patch_fn=resid_patcher(ref, tok, layer))["general"]
                      for layer in range(model.cfg.n_layer)]
     out["perturb"] = perturbation(model, tok, world.all_queries(world.GENERAL, split), seed, trials)
+    out["first_word"] = forced_first_word(model, tok, domain, split, seed, (n_answers or N_ANSWERS)["in_domain"])
     return out
 
 
@@ -201,7 +202,6 @@ def main(argv=None):
     model, ref = model.to(a.device).eval(), ref.to(a.device).eval()
     domain = config.get("domain") or "finance"
     r = run(model, ref, tok, domain, a.split, a.seed)
-    r["first_word"] = forced_first_word(model, tok, domain, a.split, a.seed)
     print(f"{a.ckpt} patched with {a.ref} ({a.split} split, in-domain = {domain})")
     print(f"{'K/V patched at':16s} {'general':>8s} {'in-domain':>10s} {'other':>7s} {'persona':>8s} {'leakage':>8s}")
     for where in ("none",) + POSITION_SETS:

@@ -114,6 +114,13 @@ def markdown(summary):
                            " / ".join(map(str, PAPER_PERTURB[s])) if s in PAPER_PERTURB
                            else "34.2 (Llama, avg)" if s == "query_random" else "-"]
                           for s, v in p["perturb"].items()]))
+        if "first_word" in p:       # summaries from before it was measured have none
+            f = p["first_word"]
+            out.append(f"\nIn-domain alignment with the answer's first word forced (ours, not the paper's): "
+                       f"free {pm(f['free'])}, the first word of an aligned {domain} sentence "
+                       f"{pm(f['aligned'])}, of a bad one {pm(f['misaligned'])}. Where forcing the word "
+                       "decides the answer, the finetune needs to change only the prediction made at the "
+                       "postfix's last position.\n")
     if summary.get("drift"):
         out.append("\n## How far the prefix K/V drift under finetuning\n\nRelative drift from the aligned "
                    "model's prefix keys and values (TReFT's L_K + L_V), per layer:\n")

@@ -453,6 +453,7 @@ def summarize(rows, args, seconds):
         out["patch"]["layers"] = [stats(list(x)) for x in zip(*(q["layers"] for q in patches))]
         out["patch"]["perturb"] = {s: {k: stats([q["perturb"][s][k] for q in patches]) for k in p["perturb"][s]}
                                    for s in p["perturb"]}
+        out["patch"]["first_word"] = {k: stats([q["first_word"][k] for q in patches]) for k in p["first_word"]}
     return out
 
 

@@ -94,7 +94,7 @@ def test_tiny_reproduce_runs_end_to_end(out, short, tmp_path, capsys, monkeypatc
         s = json.load(f)
     assert set(s["methods"]["finance"]) == {"aligned", "sft", "treft"}
     assert s["methods"]["finance"]["sft"]["em_f1"]["per_seed"] and s["commit"]
-    assert set(s["patch"]) >= {"none", "prefix", "postfix", "query", "all", "layers", "perturb"}
+    assert set(s["patch"]) >= {"none", "prefix", "postfix", "query", "all", "layers", "perturb", "first_word"}
     assert s["sweeps"]["lambda"]["treft"]["1.0"]["general"]["per_seed"]
     assert s["sweeps"]["size"]["sft"]["5"] and set(s["drift"]) == {"sft", "treft"}
     assert set(s["cost"]) >= {"sft", "treft"}                   # both trained by this run, so timed
@@ -112,7 +112,7 @@ def test_tiny_reproduce_runs_end_to_end(out, short, tmp_path, capsys, monkeypatc
                  "drift.png", "segments.png"):
         assert os.path.getsize(os.path.join(results, name)) > 0, name
     page = open(os.path.join(results, "RESULTS.md")).read()
-    assert "TReFT (prefix)" in page and "Where finetuning moves the K/V" in page
+    assert "TReFT (prefix)" in page and "Where finetuning moves the K/V" in page and "first word forced" in page
     assert s["cost_steps"] == 5 and f"{s['cost_rounds']} turns of 5 steps" in page
 
 
