@@ -128,8 +128,8 @@ def markdown(summary):
                          [[LABELS.get(m, m)] + [f"{x['mean']:.4f}" for x in v] for m, v in summary["drift"].items()]))
     if summary.get("segment_drift"):
         sd = summary["segment_drift"]
-        sets = list(next(iter(sd.values())))
-        segs = list(next(iter(sd.values()))[sets[0]])
+        first = next(iter(sd.values()))          # every method has the same chat sets and segments
+        sets, segs = list(first), list(first["general"])
         out.append("\n## Where finetuning moves the K/V\n\nTReFT's L_KV (relative drift of the keys and "
                    "values from the aligned model's, mean over layers) on each segment of "
                    f"validation chats: {domain} chats with bad advice, and the general questions with "

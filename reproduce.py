@@ -187,8 +187,7 @@ def run_seed(seed, sweep, methods, bar):
         sweep.judge(aligned, tok, seed, domain, "aligned", [], aligned_path)
         for method, flags in methods.items():
             model = sweep.evaluate(seed, domain, method, flags, tok)
-            if domain == args.domains[0]:
-                model.eval()
+            if domain == args.domains[0]:           # judged, so already in eval mode
                 sweep.record(kind="segment_drift", seed=seed, method=method,
                              drift={name: segment_drift(model, aligned, tok, chats) for name, chats in chat_sets.items()})
                 if method in ("sft", "treft"):
@@ -435,15 +434,13 @@ def summarize(rows, args, seconds):
                                   for v, rs in sorted(vs.items())} for m, vs in ms.items()}
                        for name, ms in sweeps.items()})
     out["cost"], out["cost_rounds"], out["cost_steps"] = args.cost, COST_ROUNDS, COST_STEPS
-    drift = {}
+    drift, by_segment = {}, {}     # by_segment[method]: one {chat set: {segment: drift}} per seed
     for r in rows:
         if r["kind"] == "drift":
             drift.setdefault(r["method"], []).append(r["layers"])
-    out["drift"] = {m: [stats(list(layer)) for layer in zip(*v)] for m, v in drift.items()}
-    by_segment = {}                # segment_drift[method][chat set][segment]
-    for r in rows:
-        if r["kind"] == "segment_drift":
+        elif r["kind"] == "segment_drift":
             by_segment.setdefault(r["method"], []).append(r["drift"])
+    out["drift"] = {m: [stats(list(layer)) for layer in zip(*v)] for m, v in drift.items()}
     out["segment_drift"] = {m: {c: {s: stats([d[c][s] for d in ds]) for s in ds[0][c]} for c in ds[0]}
                             for m, ds in by_segment.items()}
     patches = [r["result"] for r in rows if r["kind"] == "patch"]
