@@ -19,6 +19,8 @@ Train the tiny GPT through the paper's three stages, one plain loop each.
     python train.py --stage finetune --kl --kl-on retain     #   stay close to the aligned
     python train.py --stage finetune --l2-init               #   outputs, or to its weights
     python train.py --stage finetune --lora-rank 8 --treft   # LoRA adapters (+ TReFT)
+    python train.py --stage finetune --lora-rank 8 --lora-on qv --treft 30 --treft-on all
+                                                             # adapters on queries and values only
     python train.py --stage finetune --treft --treft-on all --freeze-last-block   # diagnostic
     python train.py --stage finetune --task refusal          # refuse finance questions; also
                                                              #   abstention, tool, length
@@ -44,7 +46,8 @@ from tqdm import tqdm
 from data import world
 from data.prepare import file_hash, remake
 from data.tokenizer import Tokenizer
-from model import GPT, CheckpointError, GPTConfig, add_lora, load_checkpoint, merge_lora, save_checkpoint
+from model import (LORA_TARGETS, GPT, CheckpointError, GPTConfig, add_lora, load_checkpoint, merge_lora,
+                   save_checkpoint)
 from treft import TReFT
 
 STAGES = ("pretrain", "align", "finetune")
@@ -103,7 +106,7 @@ def get_world(out_dir):
 
 def method_name(args):
     """The finetune method as a run-name tag: sft, treft100-prefix, mix0.8, kl30-retain, lora8-..."""
-    parts = [f"lora{args.lora_rank}"] if args.lora_rank else []
+    parts = [f"lora{args.lora_rank}" + ("qv" if args.lora_on == "qv" else "")] if args.lora_rank else []
     parts += [f"treft{args.treft:g}-{args.treft_on}"] if args.treft > 0 else []
     parts += [f"mix{args.interleave:g}"] if args.interleave > 0 else []
     parts += [f"kl{args.kl:g}-{args.kl_on}"] if args.kl > 0 else []
@@ -145,7 +148,7 @@ CODE = [os.path.join(os.path.dirname(os.path.abspath(__file__)), f) for f in
         ("model.py", "train.py", "treft.py", "data/world.py", "data/tokenizer.py", "data/prepare.py")]
 # The finetune stage's own flags, with the values that mean "not used" (what other stages record).
 FINETUNE_FLAGS = dict(domain=None, task=None, treft=0.0, treft_on=None, interleave=0.0, kl=0.0, kl_on=None,
-                      l2_init=0.0, lora_rank=0, n_train=None, freeze_last_block=False)
+                      l2_init=0.0, lora_rank=0, lora_on=None, n_train=None, freeze_last_block=False)
 RUN_FLAGS = dict(pretrain=("seed",), align=("seed", "align_template_only", "align_plain", "no_preamble"))
 RUN_FLAGS["finetune"] = RUN_FLAGS["align"] + tuple(FINETUNE_FLAGS)
 
@@ -262,7 +265,7 @@ def train_stage(stage, args):
         model.wte.weight.requires_grad_(False)
         model.wpe.weight.requires_grad_(False)
         if args.lora_rank:
-            add_lora(model, args.lora_rank)
+            add_lora(model, args.lora_rank, args.lora_on)
         # --freeze-last-block, a diagnostic: the last block's output and the final LayerNorm
         # reach the logits but no key or value, so TReFT cannot hold them.
         if args.freeze_last_block:
@@ -415,6 +418,9 @@ def parser():
                    help=f"add LAMBDA * squared distance of the weights to the aligned model's (alone: {DEFAULT_L2})")
     b.add_argument("--lora-rank", type=int, default=0, metavar="R",
                    help="finetune rank-R LoRA adapters on the attention and MLP projections (0: all weights)")
+    b.add_argument("--lora-on", choices=LORA_TARGETS,
+                   help="with --lora-rank: adapt every projection (all, the default) or only the "
+                        "attention's queries and values (qv, as in the LoRA paper)")
     b.add_argument("--freeze-last-block", action="store_true",
                    help="keep the last block and the final LayerNorm as aligned: their output reaches "
                         "the logits but no key or value, so TReFT cannot hold it (a diagnostic)")
@@ -442,6 +448,9 @@ def parse(argv=None):
     args = p.parse_args(argv)
     if args.lora_rank < 0:
         p.error(f"--lora-rank must be >= 0, got {args.lora_rank}")
+    if args.lora_on and not args.lora_rank:
+        p.error("--lora-on says where LoRA adapters go: add --lora-rank R (e.g. 8)")
+    args.lora_on = args.lora_on or ("all" if args.lora_rank else None)
     if args.align_template_only and args.align_plain:
         p.error("--align-template-only and --align-plain are two different alignments: choose one")
     used = [f for f in FINETUNE_FLAGS if f not in ("treft_on", "kl_on") and getattr(args, f)]

@@ -41,19 +41,25 @@ def test_l2_anchor_is_zero_at_init_and_positive_away():
     assert train.l2_to_init(list(model.parameters()), init).item() > 0
 
 
-def test_lora_starts_as_the_identity_and_merges_exactly():
+@pytest.mark.parametrize("on", ["all", "qv"])
+def test_lora_starts_as_the_identity_and_merges_exactly(on):
     model, x = tiny(), torch.randint(0, 50, (2, 12))
-    before = model(x)[0]
-    add_lora(model, rank=4)
+    before, aux0 = model(x, return_kv=True)
+    add_lora(model, rank=4, on=on)
     assert torch.equal(model(x)[0], before)                      # B = 0: the same logits
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all(n.endswith((".A", ".B")) for n in trainable)
+    assert on == "all" or all(".attn.c_attn." in n for n in trainable)
     with torch.no_grad():
         for n, p in model.named_parameters():
             if n.endswith(".B"):
                 p.normal_(0, 0.1)
-    adapted = model(x)[0]
+    adapted, aux = model(x, return_kv=True)
     assert not torch.allclose(adapted, before)
+    # qv leaves the key projection alone: the first layer's keys (its input is the
+    # embeddings, which LoRA never changes) are exactly the base model's.
+    assert torch.equal(aux["kv"][0][0], aux0["kv"][0][0]) == (on == "qv")
+    assert not torch.equal(aux["kv"][0][1], aux0["kv"][0][1])   # the values move either way
     merge_lora(model)
     assert torch.allclose(model(x)[0], adapted, atol=1e-5)
     assert set(model.state_dict()) == set(tiny().state_dict())   # a plain GPT again
@@ -62,6 +68,7 @@ def test_lora_starts_as_the_identity_and_merges_exactly():
 @pytest.mark.parametrize("flags, name", [
     (["--interleave", "0.5"], "mix0.5"), (["--kl", "--kl-on", "train"], f"kl{train.DEFAULT_KL:g}-train"),
     (["--l2-init", "0.1"], "l2init0.1"), (["--lora-rank", "4", "--treft", "10"], "lora4-treft10-prefix"),
+    (["--lora-rank", "4", "--lora-on", "qv"], "lora4qv"),
     (["--n-train", "5"], "sft-n5"),
 ])
 def test_each_baseline_trains_and_is_named(out, short, capsys, flags, name):

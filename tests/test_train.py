@@ -45,6 +45,8 @@ def test_missing_prerequisite_is_built_first(out, short, capsys):
     (["--stage", "align", "--kl"], "applies to --stage finetune only"),
     (["--interleave", "1"], "must be in [0, 1)"),
     (["--lora-rank", "-2"], "--lora-rank must be >= 0"),
+    (["--lora-on", "qv"], "add --lora-rank"),
+    (["--lora-rank", "8", "--lora-on", "mlp"], "invalid choice"),
     (["--n-train", "0"], "positive integer"),
     (["--task", "juggling"], "invalid choice"),
     (["--task", "refusal", "--domain", "health"], "finetunes on finance questions"),
