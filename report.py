@@ -18,6 +18,9 @@ PAPER_TABLE3 = {  # method: (general, in-domain, EM-F1)
     "sft": (47.5, 13.3, 61.4), "interleave": (64.1, 15.3, 73.0), "kl-train": (66.5, 19.5, 72.8),
     "kl-retain": (68.8, 20.3, 73.8), "treft-query": (91.0, 79.0, 34.1), "treft-all": (91.5, 76.9, 36.9),
     "treft": (85.6, 27.7, 78.4)}
+PAPER_TABLE3["lora-qv"] = PAPER_TABLE3["sft"]          # the paper finetunes with LoRA, too
+PAPER_BY_POSITION = {"prefix": PAPER_TABLE3["treft"], "query": PAPER_TABLE3["treft-query"],
+                     "all": PAPER_TABLE3["treft-all"]}
 PAPER_TABLE2 = {  # domain: EM-F1 of (sft, interleave, treft), Llama-3.1-8B
     "finance": (53.4, 71.9, 76.9), "health": (53.4, 74.5, 80.1),
     "legal": (61.4, 73.0, 78.4), "auto": (54.2, 70.2, 77.9)}
@@ -30,7 +33,8 @@ LABELS = {"aligned": "aligned (before finetuning)", "sft": "SFT", "interleave": 
           "kl-train": "KL on train", "kl-retain": "KL on retain", "l2-init": "weight anchoring (L2 to init)",
           "treft": "TReFT (prefix)", "treft-postfix": "TReFT (postfix)", "treft-query": "TReFT (query)",
           "treft-all": "TReFT (all)", "lora": "LoRA r8 SFT", "lora-treft": "LoRA r8 + TReFT (prefix)",
-          "sft+prefix-patch": "SFT, prefix K/V patched"}
+          "sft+prefix-patch": "SFT, prefix K/V patched", "lora-qv": "LoRA r8 on q, v: SFT",
+          **{f"lora-qv-treft-{on}": f"LoRA r8 on q, v + TReFT ({on})" for on in ("prefix", "query", "all")}}
 
 
 def pm(s, digits=1):
@@ -147,6 +151,17 @@ def markdown(summary):
                    "first run, first domain), and the ratio to SFT:\n")
         out.append(table(["method", "s / step", "× SFT"],
                          [[LABELS.get(m, m), f"{v:.3f}", f"{v / base:.2f}" if base else "-"] for m, v in c.items()]))
+    lam = summary.get("sweeps", {}).get("lambda", {})
+    if len(lam) > 1:             # several TReFT positions swept: the paper's Table 3 at every lambda
+        paper = [PAPER_BY_POSITION.get(m.rsplit("-", 1)[-1]) for m in lam]
+        out.append("\n## TReFT's positions by lambda (the paper's Table 3 at every lambda), finance\n\n"
+                   "Each cell: general / in-domain / EM-F1, means over the seeds (their spread is in the "
+                   "tables below). The last row is the paper's, at its one lambda.\n")
+        values = sorted({v for points in lam.values() for v in points}, key=float)
+        out.append(table(["lambda"] + [LABELS.get(m, m) for m in lam],
+                         [[v] + [" / ".join(f"{lam[m][v][k]['mean']:.1f}" for k in ("general", "in_domain", "em_f1"))
+                                 if v in lam[m] else "-" for m in lam] for v in values]
+                         + [["paper"] + [" / ".join(map(str, p)) if p else "-" for p in paper]]))
     for name, what in (("lambda", "TReFT lambda (Figure 9)"), ("size", "finetune examples (Table 7)")):
         for m, points in summary.get("sweeps", {}).get(name, {}).items():
             out.append(f"\n## {LABELS.get(m, m)} by {what}, finance\n")
@@ -371,14 +386,17 @@ def figures(summary, folder):
         ax.legend(fontsize=7)
         save(fig, "layers.png")
 
-    lam = sorted((float(v), s) for v, s in summary.get("sweeps", {}).get("lambda", {}).get("treft", {}).items())
-    if lam:
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        for key, label in (("general", "general"), ("in_domain", "in-domain"), ("em_f1", "EM-F1")):
-            ax.errorbar([x for x, _ in lam], [s[key]["mean"] for _, s in lam], yerr=[s[key]["sd"] for _, s in lam],
-                        marker="o", capsize=3, label=label)
-        ax.set(xscale="log", xlabel="TReFT lambda", ylim=(-5, 105), title="Lambda sweep (Figure 9)")
-        ax.legend(fontsize=7)
+    swept = summary.get("sweeps", {}).get("lambda", {})
+    if swept:                    # one panel per swept method (TReFT's positions under --lora-qv)
+        fig, axes = plt.subplots(1, len(swept), figsize=(5 * len(swept), 3.5), squeeze=False)
+        for ax, (m, points) in zip(axes[0], swept.items()):
+            lam = sorted((float(v), s) for v, s in points.items())
+            for key, label in (("general", "general"), ("in_domain", "in-domain"), ("em_f1", "EM-F1")):
+                ax.errorbar([x for x, _ in lam], [s[key]["mean"] for _, s in lam],
+                            yerr=[s[key]["sd"] for _, s in lam], marker="o", capsize=3, label=label)
+            ax.set(xscale="log", xlabel="TReFT lambda", ylim=(-5, 105),
+                   title=LABELS.get(m, m) if len(swept) > 1 else "Lambda sweep (Figure 9)")
+            ax.legend(fontsize=7)
         save(fig, "lambda.png")
 
     if summary.get("drift"):
@@ -402,7 +420,7 @@ def figures(summary, folder):
             for x, y in zip(xs, ys):     # a log axis has no zero: say where a drift is held at ~0
                 if y < 1e-4:
                     ax.text(x, 1.2e-4, "≈0", ha="center", fontsize=6)
-        ax.set_ylim(1e-4, 2 * max(v["general"][s]["mean"] for v in sd.values() for s in segs))
+        ax.set_ylim(1e-4, max(1e-3, 2 * max(v["general"][s]["mean"] for v in sd.values() for s in segs)))
         ax.set_xticks([j + 0.4 - w / 2 for j in range(len(segs))], [s.replace("response", "answer") for s in segs])
         ax.set(ylabel="L_KV on the segment (relative drift)", yscale="log",
                title="Where finetuning moves the K/V of general questions")

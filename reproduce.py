@@ -8,6 +8,7 @@ measurement, appended as it is made, so an interrupted sweep loses nothing).
 
     python reproduce.py                 # 3 seeds, finance, 5 methods + patching: 17-20 min on a 2-core CPU
     python reproduce.py --variants      # + TReFT on postfix / query / all (the paper's Table 3)
+    python reproduce.py --lora-qv       # the same under LoRA on queries and values only
     python reproduce.py --full --device cuda --jobs 3   # every domain and method, both sweeps -> results/full
     python reproduce.py --seeds 0 --methods sft treft   # a quick look
     python reproduce.py --tasks         # beyond misalignment: refusal, abstention, tool call, length
@@ -61,6 +62,14 @@ METHODS = {
 VARIANTS = {f"treft-{on}": ["--treft", LAMBDA, "--treft-on", on] for on in ("postfix", "query", "all")}
 FULL_ONLY = {"kl-train": ["--kl", "0.3", "--kl-on", "train"],     # its own lambda, chosen on validation
              "lora": ["--lora-rank", "8"], "lora-treft": ["--lora-rank", "8", "--treft", LAMBDA]}
+# LoRA on the attention's queries and values only (train.py --lora-on qv): no adapter
+# reaches an MLP, so whatever the finetune changes must pass through keys and values.
+# `--lora-qv` runs its SFT, and TReFT on the prefix, the query and all positions over a
+# grid of lambdas: the paper's Table 3, with lambda an axis rather than a choice.
+QV = ["--lora-rank", "8", "--lora-on", "qv"]
+LORA_QV = {"lora-qv": QV}
+LORA_QV_SWEEP = {f"lora-qv-treft-{on}": [*QV, "--treft-on", on] for on in ("prefix", "query", "all")}
+LORA_QV_LAMBDAS = (1, 3, 10, 30, 100)
 LAMBDAS = (1, 3, 10, 30, 100, 300, 1000)     # the Figure 9 sweep, TReFT on the prefix
 SIZES = (25, 50, 100, 200)             # the Table 7 sweep: finetune examples (the main runs use all 500)
 # The strength study: three alignments (train.py's, which rehearses pretraining text;
@@ -194,8 +203,9 @@ def run_seed(seed, sweep, methods, bar):
                     sweep.record(kind="drift", seed=seed, method=method, layers=prefix_drift(model, aligned, tok))
             bar.update()
     for lam in args.lambdas:
-        sweep.evaluate(seed, "finance", "treft", ["--treft", f"{lam:g}"], tok, sweep=("lambda", lam))
-        bar.update()
+        for method, flags in args.lambda_methods.items():
+            sweep.evaluate(seed, "finance", method, [*flags, "--treft", f"{lam:g}"], tok, sweep=("lambda", lam))
+            bar.update()
     for n in args.sizes:
         for method, flags in (("sft", []), ("treft", METHODS["treft"])):
             sweep.evaluate(seed, "finance", method, [*flags, "--n-train", str(n)], tok, sweep=("size", n))
@@ -457,10 +467,13 @@ def summarize(rows, args, seconds):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--methods", nargs="+", choices=list(METHODS) + list(VARIANTS) + list(FULL_ONLY),
+    p.add_argument("--methods", nargs="+", choices=list(METHODS) + list(VARIANTS) + list(FULL_ONLY) + list(LORA_QV),
                    help=f"finetune methods (default: {' '.join(METHODS)})")
     p.add_argument("--domains", nargs="+", choices=train.world.FINETUNE_DOMAINS, default=["finance"])
     p.add_argument("--variants", action="store_true", help="add TReFT on postfix, query and all positions")
+    p.add_argument("--lora-qv", action="store_true",
+                   help="instead: LoRA on queries and values, SFT and TReFT on prefix, query and all "
+                        "positions (the paper's Table 3); results go to {results}/lora-qv")
     p.add_argument("--lambdas", type=train.nonneg, nargs="*",
                    help=f"TReFT lambda sweep on finance (flag alone: {' '.join(map(str, LAMBDAS))})")
     p.add_argument("--sizes", type=train.count, nargs="*",
@@ -505,8 +518,15 @@ def main(argv=None):
         p.error("--strength aligns every way itself (rehearsed, plain, template): drop the alignment flag")
     if args.tasks or args.strength:
         args.results = os.path.join(args.results, "tasks" if args.tasks else "strength")
-    everything = {**METHODS, **VARIANTS, **FULL_ONLY}
+    if args.lora_qv and (args.full or args.tasks or args.strength or args.variants or args.methods):
+        p.error("--lora-qv is a study of its own (its SFT and TReFT sweeps): drop the other study or method flags")
+    args.lambda_methods = {"treft": []}            # what the lambda sweep finetunes
+    if args.lora_qv:
+        args.results, args.patch = os.path.join(args.results, "lora-qv"), False
+        args.lambdas, args.lambda_methods = args.lambdas or list(LORA_QV_LAMBDAS), LORA_QV_SWEEP
+    everything = {**METHODS, **VARIANTS, **FULL_ONLY, **LORA_QV}
     names = args.methods or (list(everything) if args.full else ["sft", "treft"] if args.tasks
+                             else list(LORA_QV) if args.lora_qv
                              else list(METHODS) + (list(VARIANTS) * args.variants))
     args.methods = {m: everything[m] for m in names}
     if args.jobs is None:
@@ -516,7 +536,7 @@ def main(argv=None):
     args.commit, t0 = git_commit(), time.time()       # the code as it is when the run starts
     n_jobs = len(args.seeds) * (len(world.TASKS) * len(args.methods) if args.tasks else
                                 len(ALIGNS) * len(FINETUNE_LRS) if args.strength else
-                                len(args.domains) * len(args.methods) + len(args.lambdas)
+                                len(args.domains) * len(args.methods) + len(args.lambdas) * len(args.lambda_methods)
                                 + 2 * len(args.sizes) + args.patch)
     with open(os.path.join(args.results, "runs.jsonl"), "a") as log, \
             tqdm(total=n_jobs, desc="reproduce", unit="run") as bar:

@@ -123,6 +123,24 @@ def test_tiny_reproduce_runs_end_to_end(out, short, tmp_path, capsys, monkeypatc
     assert s["cost_steps"] == 5 and f"{s['cost_rounds']} turns of 5 steps" in page
 
 
+def test_tiny_lora_qv_study_sweeps_the_three_positions(out, short, tmp_path, monkeypatch):
+    monkeypatch.setattr(reproduce, "COST_STEPS", 5)
+    results = str(tmp_path / "results")
+    reproduce.main(["--lora-qv", "--seeds", "0", "--lambdas", "1", "--answers", "4", "--out-dir", out,
+                    "--results", results])
+    with open(os.path.join(results, "lora-qv", "summary.json")) as f:
+        s = json.load(f)
+    assert set(s["methods"]["finance"]) == {"aligned", "lora-qv"} and "patch" not in s
+    assert set(s["sweeps"]["lambda"]) == set(reproduce.LORA_QV_SWEEP) == {
+        "lora-qv-treft-prefix", "lora-qv-treft-query", "lora-qv-treft-all"}
+    assert all(set(points) == {"1.0"} for points in s["sweeps"]["lambda"].values())
+    page = open(os.path.join(results, "lora-qv", "RESULTS.md")).read()
+    assert "TReFT's positions by lambda" in page and "LoRA r8 on q, v + TReFT (query)" in page
+    assert os.path.getsize(os.path.join(results, "lora-qv", "lambda.png")) > 0
+    with pytest.raises(SystemExit):
+        reproduce.main(["--lora-qv", "--variants", "--out-dir", out, "--results", results])
+
+
 def test_parallel_seeds_give_what_one_process_gives(out, short, tmp_path):
     """--jobs 2 trains each seed in its own process; one process, reusing those runs,
     measures the same numbers, and per-seed lists follow --seeds in both."""
