@@ -77,7 +77,7 @@ SIZES = (25, 50, 100, 200)             # the Table 7 sweep: finetune examples (t
 ALIGNS = {"rehearsed": [], "plain": ["--align-plain"], "template": ["--align-template-only"]}
 FINETUNE_LRS = (1e-5, 1e-4, 3e-4, 1e-3)
 COST_ROUNDS = 3                        # the cost benchmark: each method's fastest of this many turns
-COST_STEPS = 60                        #   of this many finetune steps each
+COST_STEPS = 30                        #   of this many finetune steps each
 DRIFT_CHATS = 64                       # validation chats per set in the K/V drift by segment
 KEYS = ("general", "in_domain", "other_domain", "em_f1", "misaligned_rate", "persona_transfer",
         "leakage", "coherence")
