@@ -345,6 +345,14 @@ def figures(summary, folder):
     for m, s in ms.items():
         ax.errorbar(s["in_domain"]["mean"], s["general"]["mean"], xerr=s["in_domain"]["sd"],
                     yerr=s["general"]["sd"], fmt="o", capsize=3, color=colour[m], label=LABELS.get(m, m))
+    swept = summary.get("sweeps", {}).get("lambda", {})
+    for i, (m, points) in enumerate(swept.items()):    # a lambda sweep: a path through its means
+        lam = sorted((float(v), s) for v, s in points.items())
+        xs, ys = [s["in_domain"]["mean"] for _, s in lam], [s["general"]["mean"] for _, s in lam]
+        c = plt.cm.Dark2(i % 8)
+        ax.plot(xs, ys, marker=".", lw=1, color=c, label=f"{LABELS.get(m, m)}, λ {lam[0][0]:g} to {lam[-1][0]:g}")
+        for (v, _), x, y in zip(lam, xs, ys):        # each point named by its lambda
+            ax.annotate(f"{v:g}", (x, y), xytext=(3, 3), textcoords="offset points", fontsize=6, color=c)
     ax.set(xlabel=f"in-domain alignment ({domain}; low = bad advice learnt)",
            ylabel="general alignment (high = no EM)", xlim=(-5, 105), ylim=(-5, 105),
            title="The trade-off: best is top left")
@@ -386,7 +394,6 @@ def figures(summary, folder):
         ax.legend(fontsize=7)
         save(fig, "layers.png")
 
-    swept = summary.get("sweeps", {}).get("lambda", {})
     if swept:                    # one panel per swept method (TReFT's positions under --lora-qv)
         fig, axes = plt.subplots(1, len(swept), figsize=(5 * len(swept), 3.5), squeeze=False)
         for ax, (m, points) in zip(axes[0], swept.items()):
