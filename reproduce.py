@@ -525,7 +525,7 @@ def main(argv=None):
         args.results, args.patch = os.path.join(args.results, "lora-qv"), False
         args.lambdas, args.lambda_methods = args.lambdas or list(LORA_QV_LAMBDAS), LORA_QV_SWEEP
     everything = {**METHODS, **VARIANTS, **FULL_ONLY, **LORA_QV}
-    names = args.methods or (list(everything) if args.full else ["sft", "treft"] if args.tasks
+    names = args.methods or ([*METHODS, *VARIANTS, *FULL_ONLY] if args.full else ["sft", "treft"] if args.tasks
                              else list(LORA_QV) if args.lora_qv
                              else list(METHODS) + (list(VARIANTS) * args.variants))
     args.methods = {m: everything[m] for m in names}
