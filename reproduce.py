@@ -6,7 +6,7 @@ model. Writes results/: summary.json (every number, with seeds, config and git
 commit), RESULTS.md and PNG figures (report.py), runs.jsonl (one line per
 measurement, appended as it is made, so an interrupted sweep loses nothing).
 
-    python reproduce.py                 # 3 seeds, finance, 5 methods + patching: 17-20 min on a 2-core CPU
+    python reproduce.py                 # 3 seeds, finance, 5 methods + patching: about 20 min on a 2-core CPU
     python reproduce.py --variants      # + TReFT on postfix / query / all (the paper's Table 3)
     python reproduce.py --lora-qv       # the same under LoRA on queries and values only
     python reproduce.py --full --device cuda --jobs 3   # every domain and method, both sweeps -> results/full
