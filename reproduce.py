@@ -180,18 +180,18 @@ def segment_drift(model, ref, tok, chats):
 
 
 def load_aligned(sweep, seed):
-    """The tokenizer, and this seed's aligned model and its path (trained first if stale)."""
+    """The world folder, its tokenizer, and this seed's aligned model and its path (trained first if stale)."""
     path = sweep.checkpoint("align", seed)
-    _, tok = train.get_world(sweep.args.out_dir)
+    world_dir, tok = train.get_world(sweep.args.out_dir)
     aligned, _ = load_checkpoint(path, tok.fingerprint)
-    return tok, aligned.to(sweep.args.device).eval(), path
+    return world_dir, tok, aligned.to(sweep.args.device).eval(), path
 
 
 def run_seed(seed, sweep, methods, bar):
     """Every model of one seed: aligned, each domain x method, the sweeps, patching."""
     args = sweep.args
-    tok, aligned, aligned_path = load_aligned(sweep, seed)
-    chat_sets = drift_sets(train.get_world(args.out_dir)[0], args.domains[0])
+    world_dir, tok, aligned, aligned_path = load_aligned(sweep, seed)
+    chat_sets = drift_sets(world_dir, args.domains[0])
     for domain in args.domains:
         sweep.judge(aligned, tok, seed, domain, "aligned", [], aligned_path)
         for method, flags in methods.items():
@@ -225,7 +225,7 @@ def run_tasks(seed, sweep, methods, bar):
     Each model is measured on its task's domain (on-topic) and off-topic; the
     SFT model of the length task also with its prefix K/V patched (Table 6).
     """
-    tok, aligned, aligned_path = load_aligned(sweep, seed)
+    _, tok, aligned, aligned_path = load_aligned(sweep, seed)
     for task in world.TASKS:
         def measure(model, method, ckpt, patch_fn=None):
             r = evaluate_task(model, tok, task, "test", seed=0, n_answers=sweep.n_answers, patch_fn=patch_fn)
