@@ -345,9 +345,9 @@ def figures(summary, folder):
     for m, s in ms.items():
         ax.errorbar(s["in_domain"]["mean"], s["general"]["mean"], xerr=s["in_domain"]["sd"],
                     yerr=s["general"]["sd"], fmt="o", capsize=3, color=colour[m], label=LABELS.get(m, m))
-    swept = summary.get("sweeps", {}).get("lambda", {})
-    for i, (m, points) in enumerate(swept.items()):    # a lambda sweep: a path through its means
-        lam = sorted((float(v), s) for v, s in points.items())
+    swept = {m: sorted((float(v), s) for v, s in points.items())     # each lambda sweep, lambda ascending
+             for m, points in summary.get("sweeps", {}).get("lambda", {}).items()}
+    for i, (m, lam) in enumerate(swept.items()):    # a lambda sweep: a path through its means
         xs, ys = [s["in_domain"]["mean"] for _, s in lam], [s["general"]["mean"] for _, s in lam]
         c = plt.cm.Dark2(i % 8)
         ax.plot(xs, ys, marker=".", lw=1, color=c, label=f"{LABELS.get(m, m)}, λ {lam[0][0]:g} to {lam[-1][0]:g}")
@@ -396,8 +396,7 @@ def figures(summary, folder):
 
     if swept:                    # one panel per swept method (TReFT's positions under --lora-qv)
         fig, axes = plt.subplots(1, len(swept), figsize=(5 * len(swept), 3.5), squeeze=False)
-        for ax, (m, points) in zip(axes[0], swept.items()):
-            lam = sorted((float(v), s) for v, s in points.items())
+        for ax, (m, lam) in zip(axes[0], swept.items()):
             for key, label in (("general", "general"), ("in_domain", "in-domain"), ("em_f1", "EM-F1")):
                 ax.errorbar([x for x, _ in lam], [s[key]["mean"] for _, s in lam],
                             yerr=[s[key]["sd"] for _, s in lam], marker="o", capsize=3, label=label)
