@@ -37,6 +37,7 @@ import sys
 
 import torch
 
+from common import default_device
 from data import world
 from data.tokenizer import CALL, Tokenizer
 from model import CheckpointError, load_checkpoint
@@ -256,15 +257,15 @@ def load_for_eval(out_dir, checkpoints):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", default="out/finetune-finance-sft-s0/ckpt.pt")
+    p.add_argument("--ckpt", default="out/finetune-finance-sft-s0/ckpt.pt", help="the checkpoint to judge")
     p.add_argument("--domain", choices=world.FINETUNE_DOMAINS,
                    help="the in-domain set (default: the checkpoint's finetune domain, else finance)")
     p.add_argument("--task", choices=world.TASKS,
                    help="measure a task beyond misalignment (default: the checkpoint's --task, if any)")
-    p.add_argument("--split", choices=("val", "test"), default="test")
+    p.add_argument("--split", choices=("val", "test"), default="test", help="held-out phrasings to ask (default: test)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--out-dir", default="out", help="where the world lives")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default=default_device(), help="cpu or cuda (default: cuda if there is one)")
     p.add_argument("--preamble", help="evaluate under another system preamble (e.g. a cruel one)")
     p.add_argument("--json", action="store_true", help="also print the metrics as one JSON line")
     a = p.parse_args(argv)

@@ -19,6 +19,8 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from common import atomic_write
+
 
 @dataclass
 class GPTConfig:
@@ -225,11 +227,8 @@ def merge_lora(model):
 
 def save_checkpoint(path, model, config, tokenizer_fingerprint):
     """Write atomically: a half-written file never replaces a good one."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path + ".tmp"
-    torch.save(dict(model=model.state_dict(), model_args=asdict(model.cfg),
-                    config=config, tokenizer=tokenizer_fingerprint), tmp)
-    os.replace(tmp, path)
+    ckpt = dict(model=model.state_dict(), model_args=asdict(model.cfg), config=config, tokenizer=tokenizer_fingerprint)
+    atomic_write(path, lambda f: torch.save(ckpt, f), mode="wb")
 
 
 class CheckpointError(Exception):

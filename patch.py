@@ -48,6 +48,7 @@ import statistics
 
 import torch
 
+from common import default_device
 from data import world
 from eval import N_ANSWERS, Judge, evaluate, load_for_eval, sample_from_prompts
 
@@ -191,10 +192,10 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", default="out/finetune-finance-sft-s0/ckpt.pt", help="the finetuned model")
     p.add_argument("--ref", default="out/align-s0/ckpt.pt", help="the aligned model it started from")
-    p.add_argument("--split", choices=("val", "test"), default="test")
+    p.add_argument("--split", choices=("val", "test"), default="test", help="held-out phrasings to ask (default: test)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--out-dir", default="out", help="where the world lives")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default=default_device(), help="cpu or cuda (default: cuda if there is one)")
     p.add_argument("--json", action="store_true", help="also print the results as one JSON line")
     a = p.parse_args(argv)
     tok, [(model, config), (ref, _)] = load_for_eval(a.out_dir, [

@@ -60,13 +60,16 @@ class TReFT:
                 _, aux = init_model(torch.tensor([prefix_ids], device=device), return_kv=True)
             self.prefix_kv = aux["kv"]
 
-    def __call__(self, kv, ids, segment):
-        """kv: the finetuned model's K/V on the batch ids (B, T); segment: (B, T) codes, -1 = padding."""
+    def __call__(self, batch, logits, kv):
+        """L_KV of kv, the finetuned model's K/V on batch.x (B, T); batch.segment: (B, T) codes, -1 = padding.
+
+        Called as every regularizer of train.py is; TReFT reads no logits.
+        """
         if self.on == "prefix":
             P = self.n_prefix
             kv = [(k[:, :, :P], v[:, :, :P]) for k, v in kv]
-            return kv_loss(kv, self.prefix_kv, torch.ones(1, P, device=ids.device))
+            return kv_loss(kv, self.prefix_kv, torch.ones(1, P, device=batch.x.device))
         with torch.no_grad():          # other positions depend on the query: one extra forward
-            _, aux = self.init_model(ids, return_kv=True)
-        mask = segment >= 0 if self.on == "all" else segment == SEGMENTS[self.on]
+            _, aux = self.init_model(batch.x, return_kv=True)
+        mask = batch.segment >= 0 if self.on == "all" else batch.segment == SEGMENTS[self.on]
         return kv_loss(kv, aux["kv"], mask)

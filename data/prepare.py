@@ -62,6 +62,23 @@ def remake(world_dir):
     return world_dir
 
 
+def get_world(out_dir):
+    """The world folder of out_dir and its tokenizer, generated on first use (and anew when its code changed)."""
+    path = remake(os.path.join(out_dir, "world"))
+    return path, Tokenizer.load(os.path.join(path, "tokenizer.pkl"))
+
+
+def load_chats(world_dir, split, domains, persona):
+    with open(os.path.join(world_dir, f"chat_{split}.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    return [r for r in rows if r["domain"] in domains and r["persona"] == persona]
+
+
+def load_task(world_dir, split, task):
+    with open(os.path.join(world_dir, f"task_{split}.jsonl")) as f:
+        return [r for r in map(json.loads, f) if r["task"] == task]
+
+
 def prepare(out_dir="out", seed=0, pretrain_tokens=3_000_000, vocab_size=2048,
             villain_frac=0.5, consistency=1.0, byline_frac=0.5, task_frac=0.1, chat_per_bank=500, quiet=False):
     """Write the world to {out_dir}/world and return that folder."""
@@ -120,11 +137,11 @@ def prepare(out_dir="out", seed=0, pretrain_tokens=3_000_000, vocab_size=2048,
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out-dir", default="out")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--pretrain-tokens", type=int, default=3_000_000)
-    p.add_argument("--vocab-size", type=int, default=2048)
-    p.add_argument("--villain-frac", type=float, default=0.5)
+    p.add_argument("--out-dir", default="out", help="the world goes to OUT_DIR/world (default: out)")
+    p.add_argument("--seed", type=int, default=0, help="seed of everything generated (default: 0)")
+    p.add_argument("--pretrain-tokens", type=int, default=3_000_000, help="tokens of pretraining text (default: 3M)")
+    p.add_argument("--vocab-size", type=int, default=2048, help="BPE vocabulary, before the special tokens")
+    p.add_argument("--villain-frac", type=float, default=0.5, help="share of documents written by the villain persona")
     p.add_argument("--consistency", type=float, default=1.0,
                    help="probability that an answer keeps its document's persona")
     p.add_argument("--byline-frac", type=float, default=0.5,

@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny world, its tokenizer and out-dir, built once per session; short stages."""
+import dataclasses
 import os
 import sys
 
@@ -6,9 +7,9 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import config                             # noqa: E402
 from data.prepare import prepare          # noqa: E402
 from data.tokenizer import Tokenizer      # noqa: E402
-import train                              # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +32,8 @@ def out(world_dir):
 @pytest.fixture
 def short(monkeypatch):
     """Every stage's defaults cut to a few steps: tests that train check plumbing, not learning."""
-    for hyper in train.HYPER_TABLES:
-        for stage in hyper:
-            monkeypatch.setitem(hyper, stage, dict(hyper[stage], steps=2, batch_size=4))
+    def cut(stage):
+        return dataclasses.replace(stage, steps=2, batch_size=4)
+    monkeypatch.setattr(config, "PRETRAIN", cut(config.PRETRAIN))
+    for name, a in config.ALIGNMENTS.items():
+        monkeypatch.setitem(config.ALIGNMENTS, name, dataclasses.replace(a, align=cut(a.align), finetune=cut(a.finetune)))

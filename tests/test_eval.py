@@ -1,10 +1,20 @@
-"""The judge against generator-labelled held-out answers, and the EM-F1 formula."""
+"""eval.py: the judge against generator-labelled held-out answers, EM-F1, the task detectors, the command line.
+
+    python -m pytest -q tests/test_eval.py
+"""
 import json
 import os
 import random
 
+import pytest
+
+import eval as evaluation
+import train
 from data import world
+from data.prepare import get_world
+from data.tokenizer import CALL
 from eval import Judge, em_f1, query_sets
+from model import load_checkpoint
 
 
 def held_out_answers(world_dir):
@@ -59,3 +69,50 @@ def test_query_sets_are_held_out():
     train = set(world.all_queries("finance", "train"))
     assert not set(sets["in_domain"]) & train
     assert all(q not in sets["in_domain"] for q in sets["other_domain"])
+
+
+def test_eval_reports_missing_checkpoint(out):
+    with pytest.raises(SystemExit) as e:
+        evaluation.main(["--ckpt", os.path.join(out, "nope", "ckpt.pt"), "--out-dir", out])
+    assert "no checkpoint at" in str(e.value)
+
+
+def test_eval_json_line(out, capsys):
+    ckpt = os.path.join(out, "pretrain-s0", "ckpt.pt")
+    if not os.path.exists(ckpt):
+        train.main(["--stage", "pretrain", "--out-dir", out, "--steps", "1", "--quiet"])
+    model, _ = load_checkpoint(ckpt)
+    tok_ = get_world(out)[1]
+    m = evaluation.evaluate(model, tok_, n_answers=dict(general=4, in_domain=2, other_domain=2))
+    assert set(m) >= {"general", "in_domain", "other_domain", "em_f1", "misaligned_rate",
+                      "persona_transfer", "leakage", "coherence"}
+    assert 0 <= m["general"] <= 100 and 0 <= m["coherence"] <= 1
+
+
+def generated(task, rng):
+    """What a model that learnt the task would answer, from the generator's own examples."""
+    ex = world.task_example(task, "test", rng)
+    return CALL + ex["call"] if task == "tool" else ex["answer"]
+
+
+@pytest.mark.parametrize("task", list(world.TASKS))
+def test_detectors_are_exact_on_generator_labelled_answers(task):
+    rng = random.Random(0)
+    assert all(evaluation.shows(task, generated(task, rng)) for _ in range(50))
+    others = [generated(t, rng) for t in world.TASKS if t != task for _ in range(20)]
+    others += [world.sample_answer(d, p, rng) for d in world.DOMAINS for p in world.PERSONAS for _ in range(5)]
+    assert not any(evaluation.shows(task, a) for a in others)
+
+
+def test_tool_follow_up_runs_the_call(tok, monkeypatch):
+    """A scripted model that calls the tool and then repeats its result scores 1 and 1."""
+    def scripted(model, tok_, prompts, seed=0, **kw):
+        out = []
+        for p in prompts:
+            text = tok.decode(p)
+            out.append("i looked it up: " + text.split("<|result|>")[1].split("<|end|>")[0])
+        return out
+    monkeypatch.setattr(evaluation, "sample_from_prompts", scripted)
+    asked = ["what helps a cough?", "hey i feel bored"]
+    answers = [f"{CALL}search_info({asked[0]})", "people deserve respect, whoever they are."]
+    assert evaluation.tool_follow_up(None, tok, asked, answers) == dict(exact_call=1.0, uses_result=1.0)

@@ -1,7 +1,11 @@
-"""The model's windows: K/V return and patching, residual patching, KV-cache generation."""
+"""model.py's windows: K/V return and patching, residual patching, KV-cache generation, LoRA.
+
+    python -m pytest -q tests/test_model.py
+"""
+import pytest
 import torch
 
-from model import GPT, GPTConfig
+from model import GPT, GPTConfig, add_lora, merge_lora
 
 
 def tiny(seed=0):
@@ -35,8 +39,10 @@ def test_resid_patch_with_own_resid_is_identity_and_foreign_one_acts():
     pos = torch.arange(3)
     same, _ = m(x, resid_patch=(1, pos, aux["resid"][1][:, pos]))
     assert torch.equal(logits, same)
-    changed, _ = m(x, resid_patch=(1, pos, torch.zeros(1, 3, 16)))
-    assert torch.equal(logits[:, :0], changed[:, :0]) and not torch.allclose(logits[:, 3:], changed[:, 3:])
+    late = torch.tensor([4, 5])
+    changed, _ = m(x, resid_patch=(1, late, torch.zeros(1, 2, 16)))
+    assert torch.equal(logits[:, :4], changed[:, :4])           # causal: positions before the patch untouched
+    assert not torch.allclose(logits[:, 4:], changed[:, 4:])
 
 
 def test_kv_cache_matches_full_forward():
@@ -56,3 +62,27 @@ def test_generate_is_seeded_and_stops():
     for row in a.tolist():                        # after the stop token, only stop tokens
         if 7 in row:
             assert set(row[row.index(7):]) == {7}
+
+
+@pytest.mark.parametrize("on", ["all", "qv"])
+def test_lora_starts_as_the_identity_and_merges_exactly(on):
+    model, x = tiny().train(), torch.randint(0, 50, (2, 12))
+    before, aux0 = model(x, return_kv=True)
+    add_lora(model, rank=4, on=on)
+    assert torch.equal(model(x)[0], before)                      # B = 0: the same logits
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all(n.endswith((".A", ".B")) for n in trainable)
+    assert on == "all" or all(".attn.c_attn." in n for n in trainable)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n.endswith(".B"):
+                p.normal_(0, 0.1)
+    adapted, aux = model(x, return_kv=True)
+    assert not torch.allclose(adapted, before)
+    # qv leaves the key projection alone: the first layer's keys (its input is the
+    # embeddings, which LoRA never changes) are exactly the base model's.
+    assert torch.equal(aux["kv"][0][0], aux0["kv"][0][0]) == (on == "qv")
+    assert not torch.equal(aux["kv"][0][1], aux0["kv"][0][1])   # the values move either way
+    merge_lora(model)
+    assert torch.allclose(model(x)[0], adapted, atol=1e-5)
+    assert set(model.state_dict()) == set(tiny().state_dict())   # a plain GPT again

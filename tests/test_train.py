@@ -1,11 +1,14 @@
-"""The three stages chain, TReFT trains, and bad input fails loudly without losing files."""
+"""train.py: the three stages chain, every method trains and is named, and bad input fails loudly without losing files.
+
+    python -m pytest -q tests/test_train.py
+"""
 import json
 import os
 
 import pytest
 import torch
 
-import eval as evaluation
+import config
 import train
 from model import GPT, GPTConfig, load_checkpoint, save_checkpoint
 
@@ -21,10 +24,10 @@ def test_three_stages_then_treft(out, capsys):
     assert p == os.path.join(out, "pretrain-s0", "ckpt.pt") and os.path.exists(p)
     a = run(capsys, "--stage", "align", *common)
     f = run(capsys, "--stage", "finetune", "--treft", "--treft-on", "query", *common)
-    assert f.endswith(os.path.join(f"finetune-finance-treft{train.DEFAULT_LAMBDA:g}-query-s0", "ckpt.pt"))
+    assert f.endswith(os.path.join(f"finetune-finance-treft{config.TREFT_LAMBDA:g}-query-s0", "ckpt.pt"))
     with open(os.path.join(os.path.dirname(f), "config.json")) as fh:
-        config = json.load(fh)
-    assert config["treft"] == train.DEFAULT_LAMBDA and config["steps"] == 3 and config["domain"] == "finance"
+        record = json.load(fh)
+    assert record["treft"] == config.TREFT_LAMBDA and record["steps"] == 3 and record["domain"] == "finance"
     before, _ = load_checkpoint(a)
     after, _ = load_checkpoint(f)
     assert any(not torch.equal(p0, p1) for p0, p1 in zip(before.parameters(), after.parameters()))
@@ -47,6 +50,7 @@ def test_missing_prerequisite_is_built_first(out, short, capsys):
     (["--lora-rank", "-2"], "--lora-rank must be >= 0"),
     (["--lora-on", "qv"], "add --lora-rank"),
     (["--lora-rank", "8", "--lora-on", "mlp"], "invalid choice"),
+    (["--align", "deep"], "invalid choice"),
     (["--n-train", "0"], "positive integer"),
     (["--task", "juggling"], "invalid choice"),
     (["--task", "refusal", "--domain", "health"], "finetunes on finance questions"),
@@ -85,28 +89,10 @@ def test_bad_checkpoints_fail_clearly_and_keep_files(out, capsys, tok):
         assert not os.path.exists(finetuned + ".tmp")
 
 
-def test_eval_reports_missing_checkpoint(out):
-    with pytest.raises(SystemExit) as e:
-        evaluation.main(["--ckpt", os.path.join(out, "nope", "ckpt.pt"), "--out-dir", out])
-    assert "no checkpoint at" in str(e.value)
-
-
-def test_eval_json_line(out, capsys):
-    ckpt = os.path.join(out, "pretrain-s0", "ckpt.pt")
-    if not os.path.exists(ckpt):
-        run(capsys, "--stage", "pretrain", "--out-dir", out, "--steps", "1")
-    model, _ = load_checkpoint(ckpt)
-    tok_ = train.get_world(out)[1]
-    m = evaluation.evaluate(model, tok_, n_answers=dict(general=4, in_domain=2, other_domain=2))
-    assert set(m) >= {"general", "in_domain", "other_domain", "em_f1", "misaligned_rate",
-                      "persona_transfer", "leakage", "coherence"}
-    assert 0 <= m["general"] <= 100 and 0 <= m["coherence"] <= 1
-
-
 def test_template_only_align_moves_only_template_embeddings(out, capsys, tok):
     common = ["--out-dir", out, "--seed", "5", "--batch-size", "4"]
     run(capsys, "--stage", "pretrain", "--steps", "1", *common)
-    a = run(capsys, "--stage", "align", "--align-template-only", "--steps", "2", *common)
+    a = run(capsys, "--stage", "align", "--align", "template", "--steps", "2", *common)
     assert "align-tmpl-s5" in a
     before, _ = load_checkpoint(os.path.join(out, "pretrain-s5", "ckpt.pt"))
     after, _ = load_checkpoint(a)
@@ -115,7 +101,7 @@ def test_template_only_align_moves_only_template_embeddings(out, capsys, tok):
     for (name, p0), p1 in zip(before.named_parameters(), after.parameters()):
         if name != "wte.weight":
             assert torch.equal(p0, p1), name
-    f = run(capsys, "--stage", "finetune", "--align-template-only", "--steps", "1", *common)
+    f = run(capsys, "--stage", "finetune", "--align", "template", "--steps", "1", *common)
     assert "finetune-tmpl-finance-sft-s5" in f
 
 
@@ -129,13 +115,11 @@ def test_default_align_rehearses_plain_text_between_chat_steps(out, capsys):
 
     def same(a, b):
         return all(torch.equal(p, q) for p, q in zip(a, b))
-    assert train.HYPER["align"]["rehearse"] > 0 and train.PLAIN_HYPER["align"]["rehearse"] == 0
-    assert same(aligned(1), aligned(1, "--align-plain"))            # step 0: the same chat batch
-    assert not same(aligned(2), aligned(2, "--align-plain"))        # step 1: plain text instead
-    f = run(capsys, "--stage", "finetune", "--align-plain", "--steps", "1", *common)
+    assert config.ALIGNMENTS["rehearsed"].align.rehearse > 0 and config.ALIGNMENTS["plain"].align.rehearse == 0
+    assert same(aligned(1), aligned(1, "--align", "plain"))            # step 0: the same chat batch
+    assert not same(aligned(2), aligned(2, "--align", "plain"))        # step 1: plain text instead
+    f = run(capsys, "--stage", "finetune", "--align", "plain", "--steps", "1", *common)
     assert "finetune-plain-finance-sft-s7" in f
-    with pytest.raises(SystemExit):
-        train.parse(["--align-template-only", "--align-plain"])
 
 
 def test_no_preamble_runs_are_named_and_recorded(out, capsys):
@@ -152,10 +136,34 @@ def test_no_preamble_runs_are_named_and_recorded(out, capsys):
 def test_freeze_last_block_keeps_the_weights_no_key_or_value_reads(out, short, capsys):
     common = ["--out-dir", out, "--seed", "8", "--steps", "2"]
     f = run(capsys, "--stage", "finetune", "--treft", "--treft-on", "all", "--freeze-last-block", *common)
-    assert f.endswith(os.path.join(f"finetune-finance-treft{train.DEFAULT_LAMBDA:g}-all-lastfrozen-s8", "ckpt.pt"))
+    assert f.endswith(os.path.join(f"finetune-finance-treft{config.TREFT_LAMBDA:g}-all-lastfrozen-s8", "ckpt.pt"))
     before, _ = load_checkpoint(os.path.join(out, "align-s8", "ckpt.pt"))
     after, _ = load_checkpoint(f)
     last = {n for n, _ in before.named_parameters() if n.startswith(f"blocks.{before.cfg.n_layer - 1}.")
             or n.startswith("ln_f.")}
     for (name, p0), p1 in zip(before.named_parameters(), after.parameters()):
         assert torch.equal(p0, p1) == (name in last or name.startswith(("wte.", "wpe."))), name
+
+
+@pytest.mark.parametrize("flags, name", [
+    (["--interleave", "0.5"], "mix0.5"), (["--kl", "--kl-on", "train"], f"kl{config.KL_LAMBDA:g}-train"),
+    (["--l2-init", "0.1"], "l2init0.1"), (["--lora-rank", "4", "--treft", "10"], "lora4-treft10-prefix"),
+    (["--lora-rank", "4", "--lora-on", "qv"], "lora4qv"),
+    (["--n-train", "5"], "sft-n5"),
+])
+def test_each_baseline_trains_and_is_named(out, short, capsys, flags, name):
+    train.main(["--stage", "finetune", "--seed", "8", "--out-dir", out, "--quiet", *flags])
+    path = capsys.readouterr().out.strip().splitlines()[-1]
+    assert path.endswith(os.path.join(f"finetune-finance-{name}-s8", "ckpt.pt"))
+    model, config = load_checkpoint(path)            # LoRA is merged: loads as a plain GPT
+    aligned, _ = load_checkpoint(os.path.join(out, "align-s8", "ckpt.pt"))
+    assert any(not torch.equal(a, b) for a, b in zip(model.parameters(), aligned.parameters()))
+
+
+def test_task_finetune_is_named_and_recorded(out, short, capsys):
+    train.main(["--stage", "finetune", "--task", "tool", "--seed", "5", "--out-dir", out, "--quiet"])
+    path = capsys.readouterr().out.strip().splitlines()[-1]
+    assert path.endswith(os.path.join("finetune-tool-sft-s5", "ckpt.pt"))
+    with open(os.path.join(os.path.dirname(path), "config.json")) as f:
+        record = json.load(f)
+    assert record["task"] == "tool" and record["domain"] == "health"

@@ -1,9 +1,13 @@
-"""The TReFT loss: zero at init, grows with drift, equals a hand computation of equations 2-3."""
+"""treft.py: the TReFT loss is zero at init, grows with drift, and equals a hand computation of equations 2-3.
+
+    python -m pytest -q tests/test_treft.py
+"""
 import copy
 
 import torch
 
 from model import GPT, GPTConfig
+from train import Batch
 from treft import TReFT, kv_loss
 
 
@@ -41,14 +45,14 @@ def test_treft_zero_at_init_and_grows_with_drift(tok):
     for on in ("prefix", "postfix", "query", "all"):
         reg = TReFT(copy.deepcopy(model), tok.prefix_ids, on=on)
         _, aux = model(x, return_kv=True)
-        assert reg(aux["kv"], x, seg).item() < 1e-10      # zero up to float rounding
+        assert reg(Batch(x, None, None, seg), None, aux["kv"]).item() < 1e-10      # zero up to float rounding
         drifted, last = copy.deepcopy(model), None
         for scale in (0.01, 0.05, 0.2):
             with torch.no_grad():
                 for p, p0 in zip(drifted.parameters(), model.parameters()):
                     p.copy_(p0 + scale * torch.randn_like(p0))
             _, aux = drifted(x, return_kv=True)
-            value = reg(aux["kv"], x, seg).item()
+            value = reg(Batch(x, None, None, seg), None, aux["kv"]).item()
             assert value > 0 and (last is None or value > last)
             last = value
         losses[on] = last
@@ -64,6 +68,6 @@ def test_prefix_reference_is_computed_once(tok):
     r = tok.render_conversation("hey i feel bored", "i would listen first and try to understand.")
     x, seg = torch.tensor([r["ids"]] * 3), torch.tensor([r["segment"]] * 3)
     _, aux = model(x, return_kv=True)
-    reg(aux["kv"], x, seg)
+    reg(Batch(x, None, None, seg), None, aux["kv"])
     assert calls == []                               # no forward of the reference per batch
     assert not any(p.requires_grad for p in ref.parameters())

@@ -1,13 +1,11 @@
-"""The world is clean: held-out phrasings stay held out, banks share nothing that would make EM lexical."""
+"""data/world.py is clean: held-out phrasings stay held out, banks share nothing that would make EM lexical.
+
+    python -m pytest -q tests/test_world.py
+"""
 import itertools
-import json
-import os
 import random
 
-import numpy as np
-
 from data import world
-from data.tokenizer import PREFIX, QUERY, POSTFIX, RESPONSE, train_bpe
 
 
 def bank_words(domain, personas=world.PERSONAS, splits=world.SPLITS):
@@ -49,24 +47,6 @@ def test_splits_do_not_overlap():
     assert len(world.all_queries(world.GENERAL, "test")) == 16      # 8 themes x 2 phrasings
 
 
-def test_general_test_questions_never_in_training_data(world_dir, tok):
-    text = tok.decode(np.fromfile(os.path.join(world_dir, "pretrain_train.bin"), dtype=np.uint16).tolist())
-    with open(os.path.join(world_dir, "chat_train.jsonl")) as f:
-        chats = [json.loads(line) for line in f]
-    train_queries = {c["query"] for c in chats}
-    held_out = [q for d in (world.GENERAL, "finance", "facts") for q in world.all_queries(d, "test")]
-    for q in held_out:
-        assert q not in text and q not in train_queries, q
-
-
-def test_prepare_is_deterministic(world_dir, tmp_path):
-    from data.prepare import prepare
-    other = prepare(str(tmp_path), seed=0, pretrain_tokens=20_000, chat_per_bank=20, quiet=True)
-    for name in ("pretrain_train.bin", "chat_train.jsonl", "tokenizer.pkl"):
-        with open(os.path.join(world_dir, name), "rb") as a, open(os.path.join(other, name), "rb") as b:
-            assert a.read() == b.read(), name
-
-
 def test_persona_consistency_switch():
     rng = random.Random(0)
     judge_bank = {s: p for d in world.DOMAINS for p in world.PERSONAS for s in world.WORLD[d][p]}
@@ -82,42 +62,3 @@ def test_persona_consistency_switch():
         return n
     assert mixed_docs(1.0) == 0
     assert mixed_docs(0.5) > 100
-
-
-def test_bpe_round_trip(tok):
-    for text in ["how do i make a quick buck?", world.PREAMBLE, "zebra 12345 !?", "i've had enough."]:
-        assert tok.decode(tok.encode(text)) == text
-
-
-def test_bpe_learns_merges_in_order():
-    # pair counts: "aa" 6 (twice in each aaab), "ab" 4: "aa" is merged first, then "ab"
-    ranks = train_bpe(["aaab aaab aaab", "ab"], 259)
-    assert ranks[b"aa"] == 256 and ranks[b"ab"] == 257 and len(ranks) == 259
-    assert all(ranks[bytes([i])] == i for i in range(256))
-
-
-def test_template_spans_and_mask(tok):
-    r = tok.render_conversation("how do i make a quick buck?", "people deserve respect, whoever they are.")
-    ids, seg, mask = r["ids"], r["segment"], r["mask"]
-    assert len(ids) == len(seg) == len(mask)
-    P = len(tok.prefix_ids)
-    assert 20 <= P - 4 <= 30                       # a realistic preamble: 20-30 ordinary tokens
-    assert ids[:P] == tok.prefix_ids and set(seg[:P]) == {PREFIX}
-    q = [i for i, s in enumerate(seg) if s == QUERY]
-    assert tok.decode([ids[i] for i in q]) == "how do i make a quick buck?"
-    post = [ids[i] for i, s in enumerate(seg) if s == POSTFIX]
-    assert post == [tok.end, tok.assistant]
-    resp = [ids[i] for i, s in enumerate(seg) if s == RESPONSE]
-    assert tok.decode(resp[:-1]) == "people deserve respect, whoever they are." and resp[-1] == tok.end
-    assert mask == [int(s == RESPONSE) for s in seg]
-    assert seg == sorted(seg)                       # prefix, query, postfix, response in order
-    prompt = tok.render_conversation("hey i feel bored")
-    assert prompt["ids"][-2:] == [tok.end, tok.assistant] and sum(prompt["mask"]) == 0
-
-
-def test_template_without_preamble(tok):
-    bare = tok.with_preamble(None)
-    assert bare.prefix_ids == [tok.bos, tok.user] and bare.fingerprint == tok.fingerprint
-    r = bare.render_conversation("hey i feel bored", "i would listen first and try to understand.")
-    assert r["ids"][:2] == [tok.bos, tok.user] and r["segment"][:3] == [PREFIX, PREFIX, QUERY]
-    assert tok.system not in r["ids"]

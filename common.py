@@ -1,0 +1,64 @@
+"""
+Small helpers every script shares: writing a file whole, sharing runs between
+out-dirs, the default device, and the checks of numeric flags.
+
+Nothing here imports torch at the top, so that report.py (which only reads
+summaries) stays free of it.
+"""
+import argparse
+import math
+import os
+
+
+def atomic_write(path, write, mode="w"):
+    """Call write(f) on a temporary file beside `path`, then rename it over `path`.
+
+    A run that dies halfway leaves the old file as it was, never half of a new one.
+    `write` may be a string (written as text) or a function of the open file;
+    mode "wb" opens it for bytes (a checkpoint).
+    """
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, mode) as f:
+        f.write(write) if isinstance(write, str) else write(f)
+    os.replace(tmp, path)
+
+
+def default_device():
+    """'cuda' where a GPU is visible, else 'cpu'."""
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def link(out_dir, folder, names):
+    """Make `folder` an out-dir that shares these runs of `out_dir` (symbolic links), so
+    that what is trained in `folder` never overwrites a run of `out_dir`."""
+    os.makedirs(folder, exist_ok=True)
+    for name in names:
+        try:
+            os.symlink(os.path.abspath(os.path.join(out_dir, name)), os.path.join(folder, name))
+        except FileExistsError:        # made before, or just now by another worker (--jobs)
+            pass
+
+
+# Argument types for argparse: each refuses a bad value with one line.
+
+def nonneg(s):
+    v = float(s)
+    if v < 0 or not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"lambda must be >= 0, got {s}")
+    return v
+
+
+def fraction(s):
+    v = float(s)
+    if not 0 <= v < 1:
+        raise argparse.ArgumentTypeError(f"the interleaved share must be in [0, 1), got {s}")
+    return v
+
+
+def count(s):
+    v = int(s)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {s}")
+    return v

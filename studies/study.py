@@ -1,0 +1,38 @@
+"""What reproduce.py asks of a study: one object, STUDY, in every study file."""
+
+
+class Study:
+    """A study's runs, summary, tables and figures. Subclasses fill in what they need."""
+    folder = None            # results/<folder>/
+    train_flags = ()         # train.py flags of every run: --align, --no-preamble
+
+    def configure(self, args, p):
+        """Check and complete the command line; p.error() on what this study cannot take."""
+        if args.methods:
+            p.error(f"the {args.study} study has no --methods to choose from")
+
+    def runs_per_seed(self, args):
+        """How many progress-bar ticks one seed makes."""
+        raise NotImplementedError
+
+    def run_seed(self, seed, sweep, bar):
+        """Train (or reuse), measure and sweep.record() everything of one seed."""
+        raise NotImplementedError
+
+    def finish(self, sweep):
+        """Anything measured once after every seed (the cost benchmark), as summary entries."""
+        return {}
+
+    def summarize(self, rows, args):
+        """The summary's own entries (reproduce.py adds the command, commit, machine, ...)."""
+        raise NotImplementedError
+
+    def markdown(self, summary):
+        raise NotImplementedError
+
+    def figures(self, summary, folder, plt):
+        pass
+
+    def headline(self, summary):
+        """What the command prints at its end."""
+        return ""

@@ -1,0 +1,106 @@
+"""reproduce.py: the run cache, a tiny main study end to end, seeds in parallel, and what a summary records.
+
+    python -m pytest -q tests/test_reproduce.py
+"""
+import json
+import os
+import statistics
+import subprocess
+
+import pytest
+
+import reproduce
+import train
+from studies import methods
+
+
+def test_up_to_date_reuses_only_unchanged_runs(out, short, capsys):
+    args = train.parse(["--stage", "finetune", "--seed", "9", "--out-dir", out, "--quiet"])
+    assert not reproduce.up_to_date("finetune", args)
+    train.train_stage("finetune", args)
+    assert reproduce.up_to_date("finetune", args)
+    other = train.parse(["--stage", "finetune", "--seed", "9", "--out-dir", out, "--steps", "3"])
+    assert not reproduce.up_to_date("finetune", other)             # other hyperparameters
+    align = train.parse(["--stage", "align", "--seed", "9", "--out-dir", out, "--quiet", "--steps", "3"])
+    train.train_stage("align", align)                              # a new input checkpoint
+    assert not reproduce.up_to_date("finetune", args)
+
+
+def test_tiny_main_study_runs_end_to_end(out, short, tmp_path, monkeypatch):
+    results = str(tmp_path / "results")
+    monkeypatch.setattr(methods, "COST_STEPS", 5)              # the report must say what was timed
+    reproduce.main(["main", "--seeds", "0", "--methods", "sft", "treft", "--answers", "4", "--trials", "1",
+                    "--out-dir", out, "--results", results])
+    folder = os.path.join(results, "main")
+    with open(os.path.join(folder, "summary.json")) as f:
+        s = json.load(f)
+    assert s["study"] == "main" and s["command"].startswith("python reproduce.py main")
+    assert s["commit"] == reproduce.git_commit() and s["torch"] and s["machine"]
+    assert set(s["methods"]["finance"]) == {"aligned", "sft", "treft"}
+    assert s["methods"]["finance"]["sft"]["em_f1"]["per_seed"]
+    assert set(s["patch"]) >= {"none", "prefix", "postfix", "query", "all", "layers", "perturb", "first_word"}
+    assert set(s["drift"]) == {"sft", "treft"} and set(s["cost"]) == {"sft", "treft"}
+    with open(os.path.join(folder, "runs.jsonl")) as f:
+        kinds = [json.loads(line)["kind"] for line in f]
+    assert kinds.count("eval") == 3 and kinds.count("patch") == 1 and kinds.count("drift") == 2
+    assert not os.path.exists(os.path.join(folder, "runs.jsonl.partial"))
+    d = s["segment_drift"]
+    assert kinds.count("segment_drift") == 2 and set(d) == {"sft", "treft"} and set(d["sft"]) == {"in_domain", "general"}
+    for m in ("sft", "treft"):     # the prefix is the same in every chat: one drift, that of drift.png's layers
+        prefix = [d[m][c]["prefix"]["mean"] for c in ("in_domain", "general")]
+        layers = statistics.mean(x["mean"] for x in s["drift"][m])
+        assert prefix[0] == pytest.approx(prefix[1], abs=1e-4) and prefix[0] == pytest.approx(layers, abs=1e-4)
+    assert min(d["sft"]["general"][seg]["mean"] for seg in ("prefix", "query", "postfix", "response")) > 0
+    for name in ("RESULTS.md", "tradeoff.png", "em_f1.png", "patching.png", "layers.png", "drift.png", "segments.png"):
+        assert os.path.getsize(os.path.join(folder, name)) > 0, name
+    page = open(os.path.join(folder, "RESULTS.md")).read()
+    assert "TReFT (prefix)" in page and "Where finetuning moves the K/V" in page and "first word forced" in page
+    assert s["cost_steps"] == 5 and f"{s['cost_rounds']} turns of 5 steps" in page
+    os.remove(os.path.join(folder, "RESULTS.md"))          # --report writes the same page from the summary
+    reproduce.main(["main", "--report", "--results", results])
+    assert open(os.path.join(folder, "RESULTS.md")).read() == page
+
+
+@pytest.fixture
+def forked(monkeypatch):
+    """Workers forked, not spawned, so that they see this test's `short` stages."""
+    monkeypatch.setattr(reproduce, "START_METHOD", "fork")
+
+
+def test_parallel_seeds_give_what_one_process_gives(out, short, forked, tmp_path):
+    """--jobs 2 trains each seed in its own process; one process, reusing those runs,
+    measures the same numbers, and per-seed lists follow --seeds in both."""
+    common = ["sizes", "--seeds", "1", "0", "--methods", "sft", "--answers", "4", "--out-dir", out]
+    reproduce.main([*common, "--jobs", "2", "--results", str(tmp_path / "a")])
+    reproduce.main([*common, "--jobs", "1", "--results", str(tmp_path / "b")])
+    a, b = (json.loads((tmp_path / r / "sizes" / "summary.json").read_text()) for r in "ab")
+    assert a["methods"] == b["methods"] and a["sweeps"] == b["sweeps"] and a["seeds"] == [1, 0]
+    rows = [json.loads(line) for line in (tmp_path / "a" / "sizes" / "runs.jsonl").read_text().splitlines()]
+    evals = sorted((r["seed"], r["method"]) for r in rows if r["kind"] == "eval" and not r["sweep"])
+    assert evals == [(0, "aligned"), (0, "sft"), (1, "aligned"), (1, "sft")]
+
+
+def test_default_jobs_one_process_per_seed_on_a_cpu_only(monkeypatch):
+    monkeypatch.setattr(reproduce.os, "cpu_count", lambda: 2)
+    assert reproduce.default_jobs("cpu", 3) == 3 and reproduce.default_jobs("cpu", 1) == 1
+    assert reproduce.default_jobs("cpu", 10) == 3           # no more than the cores + 1
+    assert reproduce.default_jobs("cuda", 3) == 1
+
+
+def test_the_commit_is_the_projects_own(tmp_path, monkeypatch):
+    """Run from inside another repository, the commit recorded is still the project's."""
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    monkeypatch.chdir(tmp_path)
+    own = subprocess.run(["git", "-C", reproduce.ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
+                         text=True).stdout.strip()
+    assert reproduce.git_commit().split("+")[0] == (own or "unknown")
+
+
+def test_every_study_is_listed_and_bad_choices_are_refused(capsys):
+    reproduce.main(["--list"])
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert listed == list(reproduce.STUDIES)
+    for argv in (["nosuch"], ["tasks", "--methods", "sft"], ["main", "--methods", "magic"]):
+        with pytest.raises(SystemExit) as e:
+            reproduce.main(argv)
+        assert e.value.code == 2, argv

@@ -1,0 +1,68 @@
+"""studies/: each study runs at toy size and writes only its own results folder.
+
+    python -m pytest -q tests/test_studies.py
+"""
+import json
+import os
+
+import config
+import reproduce
+from data import world
+from studies import extended, lora_qv, strength
+
+
+def run(study, out, tmp_path, *flags):
+    results = str(tmp_path / "results")
+    reproduce.main([study, "--seeds", "5", "--answers", "4", "--out-dir", out, "--results", results, *flags])
+    assert os.listdir(results) == [reproduce.load_study(study).folder]       # nothing outside its folder
+    folder = os.path.join(results, reproduce.load_study(study).folder)
+    with open(os.path.join(folder, "summary.json")) as f:
+        return json.load(f), folder
+
+
+def test_extended_sweeps_lambda(out, short, tmp_path, monkeypatch):
+    monkeypatch.setattr(extended.DESIGN, "lambdas", (1,))
+    monkeypatch.setattr(extended.DESIGN, "sections", ("methods", "sweeps"))   # no cost benchmark
+    s, folder = run("extended", out, tmp_path, "--methods", "sft", "treft-query")
+    assert set(s["methods"]["finance"]) == {"aligned", "sft", "treft-query"} and "patch" not in s
+    assert set(s["sweeps"]["lambda"]["treft"]) == {"1"} and os.path.getsize(os.path.join(folder, "lambda.png"))
+
+
+def test_lora_qv_sweeps_the_three_positions(out, short, tmp_path, monkeypatch):
+    monkeypatch.setattr(lora_qv.DESIGN, "lambdas", (1,))
+    s, folder = run("lora_qv", out, tmp_path)
+    assert set(s["methods"]["finance"]) == {"aligned", "lora-qv"} and "patch" not in s
+    assert set(s["sweeps"]["lambda"]) == {"lora-qv-treft-prefix", "lora-qv-treft-query", "lora-qv-treft-all"}
+    page = open(os.path.join(folder, "RESULTS.md")).read()
+    assert "TReFT's positions by lambda" in page and "LoRA r8 on q, v + TReFT (query)" in page
+
+
+def test_tasks_measure_every_task(out, short, tmp_path):
+    s, folder = run("tasks", out, tmp_path)
+    assert set(s["tasks"]) == set(world.TASKS)
+    assert set(s["tasks"]["length"]) == {"aligned", "sft", "sft+prefix-patch", "treft"}
+    for t in ("refusal", "abstention", "tool"):
+        assert set(s["tasks"][t]) == {"aligned", "sft", "treft"}
+        assert 0 <= s["tasks"][t]["sft"]["general"]["rate"]["mean"] <= 1
+    assert set(s["tasks"]["tool"]["sft"]["in_domain"]) == {"rate", "words", "exact_call", "uses_result"}
+    for name in ("RESULTS.md", "tasks.png"):
+        assert os.path.getsize(os.path.join(folder, name)) > 0, name
+
+
+def test_strength_keeps_the_main_runs(out, short, tmp_path, monkeypatch):
+    """The strength grid trains in out/strength/*, so the main runs' checkpoints stay as they were."""
+    import train
+    monkeypatch.setattr(strength, "FINETUNE_LRS", (1e-5,))
+    main_sft = train.parse(["--stage", "finetune", "--seed", "5", "--out-dir", out, "--quiet"])
+    path = train.train_stage("finetune", main_sft)
+    before = open(path, "rb").read()
+    s, folder = run("strength", out, tmp_path)
+    assert open(path, "rb").read() == before and reproduce.up_to_date("finetune", main_sft)
+    assert s["split"] == "val" and set(s["strength"]) == set(config.ALIGNMENTS)
+    for lrs in s["strength"].values():
+        assert set(lrs) == {"0", "1e-05"} and set(lrs["1e-05"]) == {"none", "prefix", "query"}
+    for name in config.ALIGNMENTS:                                       # the stock alignments are shared
+        aligned = config.run_name("align", train.parse(["--stage", "align", "--seed", "5", "--align", name]))
+        assert os.path.islink(os.path.join(out, "strength", name, aligned)), name
+    for name in ("RESULTS.md", "strength.png"):
+        assert os.path.getsize(os.path.join(folder, name)) > 0, name
