@@ -57,6 +57,20 @@ ALIGNMENTS = dict(
     template=Alignment("-tmpl", align=Stage(300, 32, 1e-2, 10), finetune=Stage(120, 16, 1e-5, 10),
                        template_only=True),
 )
+# The alignments the validation grid compared before the rehearsed one was chosen
+# (studies/validation.py): name -> (align steps, lr, text batches per chat batch, their size).
+CANDIDATES = {name: Alignment(f"-{name}", align=Stage(steps, 32, lr, 20, rehearse=r, text_batch=tb),
+                              finetune=ALIGNMENTS["rehearsed"].finetune)
+              for name, (steps, lr, r, tb) in dict(
+                  chats300lr3e4=(300, 3e-4, 0, 0), chats100=(100, 1e-3, 0, 0), r1b32=(600, 1e-3, 1, 32),
+                  r1b8=(600, 1e-3, 1, 8), r2b32=(900, 1e-3, 2, 32), r2b8=(900, 1e-3, 2, 8),
+                  r2b8short=(450, 1e-3, 2, 8)).items()}
+
+
+def alignment(name):
+    """The Alignment that --align names: one of the three, or a validation candidate."""
+    return ALIGNMENTS[name] if name in ALIGNMENTS else CANDIDATES[name]
+
 
 # The default strengths: each the best mean EM-F1 of its grid on the validation split.
 # Our TReFT loss is relative and averaged over positions and layers, so its lambda is
@@ -76,7 +90,7 @@ FINETUNE_FROZEN = ("wte.", "wpe.")
 def stage_hyper(stage, args):
     """The Stage a run trains with: the alignment's defaults, LoRA's rate, then the flags
     (which override the stage asked for, not the ones built first)."""
-    hp = PRETRAIN if stage == "pretrain" else getattr(ALIGNMENTS[args.align], stage)
+    hp = PRETRAIN if stage == "pretrain" else getattr(alignment(args.align), stage)
     if stage == "finetune" and args.lora_rank:
         hp = replace(hp, lr=LORA_LR)
     if stage == args.stage:
@@ -102,7 +116,7 @@ def run_name(stage, args):
     """e.g. pretrain-s0, align-tmpl-s0, finetune-nopre-finance-treft100-prefix-s1."""
     name = stage
     if stage != "pretrain":
-        name += ALIGNMENTS[args.align].tag + ("-nopre" if args.no_preamble else "")
+        name += alignment(args.align).tag + ("-nopre" if args.no_preamble else "")
     if stage == "finetune":
         name += f"-{args.task or args.domain}-{method_name(args)}"
     return f"{name}-s{args.seed}"
@@ -169,9 +183,10 @@ def parser(description=None):
                    help="keep the last block and the final LayerNorm as aligned: their output reaches "
                         "the logits but no key or value, so TReFT cannot hold it (a diagnostic)")
     b.add_argument("--n-train", type=count, metavar="N", help="finetune on N examples of the domain only")
-    p.add_argument("--align", choices=ALIGNMENTS, default="rehearsed",
+    p.add_argument("--align", choices=[*ALIGNMENTS, *CANDIDATES], default="rehearsed",
                    help="how the chat template is taught (config.ALIGNMENTS): rehearsed (default, chats "
-                        "between pretraining text), plain (chats only) or template (its tokens' embeddings only)")
+                        "between pretraining text), plain (chats only) or template (its tokens' embeddings "
+                        "only); or one of the candidates the validation grid compared (config.CANDIDATES)")
     p.add_argument("--no-preamble", action="store_true",
                    help="align and finetune chats without a system block (the no-prefix ablation)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and of the batches (default: 0)")

@@ -45,7 +45,7 @@ from tqdm import tqdm
 import config
 from baselines import KLToInit, L2ToInit, interleaved
 from common import atomic_write
-from config import ALIGNMENTS, FINETUNE_FLAGS, PREVIOUS, ckpt_path, parse, run_name, run_spec, stage_hyper
+from config import FINETUNE_FLAGS, PREVIOUS, ckpt_path, parse, run_name, run_spec, stage_hyper
 from data import world
 from data.prepare import get_world, load_chats, load_task
 from model import GPT, CheckpointError, GPTConfig, add_lora, load_checkpoint, merge_lora, save_checkpoint
@@ -117,7 +117,7 @@ def align_setup(args, hp, tok, world_dir, rng):
     """The pretrained model; aligned chats of every domain, each batch followed by `rehearse`
     batches of plain text. The template-only alignment trains just the template's embeddings."""
     model = load_input("align", args, tok)
-    if ALIGNMENTS[args.align].template_only:
+    if config.alignment(args.align).template_only:
         freeze(model, [""])
         model.wte.weight.requires_grad_(True)
         rows = torch.zeros(model.cfg.vocab_size, 1)
@@ -170,6 +170,15 @@ def masked_ce(logits, targets, mask):
     return (ce * mask.flatten()).sum() / mask.sum().clamp_min(1)
 
 
+def loss_of(model, batch, regularizers):
+    """(the loss to minimise, the SFT part of it): L_SFT + the sum of lambda * regularizer."""
+    logits, aux = model(batch.x, return_kv=True)
+    loss = sft = masked_ce(logits, batch.y, batch.mask)
+    for lam, reg in regularizers:
+        loss = loss + lam * reg(batch, logits, aux["kv"])
+    return loss, sft
+
+
 def lr_at(step, steps, lr, warmup):
     """Linear warmup, then cosine decay to a tenth."""
     if step < warmup:
@@ -205,10 +214,7 @@ def train_stage(stage, args):
             g["lr"] = lr_at(step, hp.steps, hp.lr, hp.warmup)
         batch = next_batch(step)
         with autocast:
-            logits, aux = fwd(batch.x, return_kv=True)
-            loss = sft = masked_ce(logits, batch.y, batch.mask)
-            for lam, reg in regularizers:
-                loss = loss + lam * reg(batch, logits, aux["kv"])
+            loss, sft = loss_of(fwd, batch, regularizers)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

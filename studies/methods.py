@@ -170,7 +170,7 @@ def summarize(design, rows, args):
         elif r["kind"] == "segment_drift":     # one {chat set: {segment: drift}} per seed
             by_segment.setdefault(r["method"], []).append(r["drift"])
     align = train.parse(list(design.train_flags)).align
-    alignment = config.ALIGNMENTS[align]
+    alignment = config.alignment(align)
     out = dict(config=dict(hyper=dict(pretrain=asdict(config.PRETRAIN), align=asdict(alignment.align),
                                       finetune=asdict(alignment.finetune)),
                    train_flags=list(design.train_flags), methods={m: METHODS[m] for m in args.methods}),

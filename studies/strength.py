@@ -20,11 +20,22 @@ from report import pm, provenance, save, stats, table
 from studies.methods import KEYS
 from studies.study import Study
 
-ALIGNS = {name: ["--align", name] for name in config.ALIGNMENTS}
+ALIGNS = {name: ["--align", name] for name in ("rehearsed", "plain", "template")}
 FINETUNE_LRS = (1e-5, 1e-4, 3e-4, 1e-3)
 ALIGN_LABELS = {"rehearsed": "full alignment with text rehearsal (train.py's default)",
                 "plain": "plain full alignment (chats only, --align plain)",
                 "template": "shallow alignment (template tokens only, --align template)"}
+
+
+def strength_rows(lrs):
+    """One row per finetune learning rate (0: the aligned model), measures as mean ± sd."""
+    rows = []
+    for lr, w in lrs.items():
+        s, pre, q = w["none"], w.get("prefix"), w.get("query")
+        rows.append(["aligned" if float(lr) == 0 else lr, pm(s["general"]), pm(s["in_domain"]),
+                     "-" if float(lr) == 0 else pm(s["em_f1"]), f"{s['persona_transfer']['mean']:.2f}",
+                     f"{s['leakage']['mean']:.2f}", pm(pre["general"]) if pre else "-", pm(q["general"]) if q else "-"])
+    return rows
 
 
 class Strength(Study):
@@ -72,76 +83,53 @@ class Strength(Study):
                                   for lr, ws in lrs.items()} for a, lrs in cells.items()})
 
     def headline(self, summary):
-        return headline(summary)
+        rows = [f"{'alignment':12s} {'finetune lr':>11s} {'general':>14s} {'in-domain':>14s} {'persona':>7s} "
+                f"{'leak':>6s} {'prefix patched':>15s}"]
+        for a, lrs in summary["strength"].items():
+            for lr, w in lrs.items():
+                s, pre = w["none"], w.get("prefix")
+                rows.append(f"{a:12s} {lr:>11s} {pm(s['general']):>14s} {pm(s['in_domain']):>14s} "
+                            f"{s['persona_transfer']['mean']:7.2f} {s['leakage']['mean']:6.2f} "
+                            f"{pm(pre['general']) if pre else '-':>15s}")
+        return f"SFT on finance, validation split, mean ± sd over seeds {summary['seeds']}\n" + "\n".join(rows)
 
     def markdown(self, summary):
-        return markdown(summary)
+        n = len(summary["seeds"])
+        out = [f"# What spreads: alignment depth x finetune strength\n\n{provenance(summary)} Plain SFT on the "
+               f"500 bad finance examples, {summary['finetune_steps']} steps at each learning rate, from three "
+               f"alignments of the same pretrained model. Seeds {summary['seeds']}; every cell is the mean ± sd "
+               f"over the {n} seeds, judged on the *validation* split ({summary['answers']} general answers "
+               f"per model), so that strengths can be read from it without touching the test split.\n",
+               "General = alignment on the general questions (high = no spread); in-domain = alignment on "
+               "finance (low = the bad advice was learnt); persona = share of general answers with a general "
+               "villain sentence, which no chat data contains (EM proper); leakage = share reusing finance "
+               "sentences (collapse, not EM); prefix / query patched = general alignment with the prefix's or "
+               "the query's K/V swapped back to the aligned model's. Figure: strength.png.\n"]
+        for a, lrs in summary["strength"].items():
+            out.append(f"\n## {ALIGN_LABELS.get(a, a)}\n")
+            out.append(table(["finetune lr", "general", "in-domain", "EM-F1", "persona", "leakage",
+                              "prefix patched", "query patched"], strength_rows(lrs)))
+        return "\n".join(out) + "\n"
 
     def figures(self, summary, folder, plt):
-        figures(summary, folder, plt)
+        aligns = summary["strength"]
+        fig, axes = plt.subplots(1, len(aligns), figsize=(4.2 * len(aligns), 3.6), sharey=True, squeeze=False)
+        for ax, (a, lrs) in zip(axes[0], aligns.items()):
+            pts = sorted((float(lr), w) for lr, w in lrs.items() if float(lr) > 0)
+            xs = [x for x, _ in pts]
+            for key, where, scale, style, label in (
+                    ("general", "none", 1, "o-", "general"), ("general", "prefix", 1, "s--", "general, prefix patched"),
+                    ("general", "query", 1, "^:", "general, query patched"),
+                    ("persona_transfer", "none", 100, "o-", "persona transfer (%)"),
+                    ("leakage", "none", 100, "x-", "leakage (%)")):
+                ax.errorbar(xs, [w[where][key]["mean"] * scale for _, w in pts],
+                            yerr=[w[where][key]["sd"] * scale for _, w in pts], fmt=style, capsize=2, label=label)
+            ax.axhline(lrs["0"]["none"]["general"]["mean"], ls="--", c="gray", lw=0.8)
+            ax.set(xscale="log", xlabel="finetune learning rate", ylim=(-5, 105), title=ALIGN_LABELS.get(a, a))
+            ax.title.set_fontsize(8)
+        axes[0][0].set_ylabel("validation, general questions")
+        axes[0][-1].legend(fontsize=6)
+        save(fig, folder, "strength.png")
 
 
 STUDY = Strength()
-
-
-def strength_rows(lrs):
-    """One row per finetune learning rate (0: the aligned model), measures as mean ± sd."""
-    rows = []
-    for lr, w in lrs.items():
-        s, pre, q = w["none"], w.get("prefix"), w.get("query")
-        rows.append(["aligned" if float(lr) == 0 else lr, pm(s["general"]), pm(s["in_domain"]),
-                     "-" if float(lr) == 0 else pm(s["em_f1"]), f"{s['persona_transfer']['mean']:.2f}",
-                     f"{s['leakage']['mean']:.2f}", pm(pre["general"]) if pre else "-", pm(q["general"]) if q else "-"])
-    return rows
-
-
-def headline(summary):
-    rows = [f"{'alignment':12s} {'finetune lr':>11s} {'general':>14s} {'in-domain':>14s} {'persona':>7s} "
-            f"{'leak':>6s} {'prefix patched':>15s}"]
-    for a, lrs in summary["strength"].items():
-        for lr, w in lrs.items():
-            s, pre = w["none"], w.get("prefix")
-            rows.append(f"{a:12s} {lr:>11s} {pm(s['general']):>14s} {pm(s['in_domain']):>14s} "
-                        f"{s['persona_transfer']['mean']:7.2f} {s['leakage']['mean']:6.2f} "
-                        f"{pm(pre['general']) if pre else '-':>15s}")
-    return f"SFT on finance, validation split, mean ± sd over seeds {summary['seeds']}\n" + "\n".join(rows)
-
-
-def markdown(summary):
-    n = len(summary["seeds"])
-    out = [f"# What spreads: alignment depth x finetune strength\n\n{provenance(summary)} Plain SFT on the "
-           f"500 bad finance examples, {summary['finetune_steps']} steps at each learning rate, from three "
-           f"alignments of the same pretrained model. Seeds {summary['seeds']}; every cell is the mean ± sd "
-           f"over the {n} seeds, judged on the *validation* split ({summary['answers']} general answers "
-           f"per model), so that strengths can be read from it without touching the test split.\n",
-           "General = alignment on the general questions (high = no spread); in-domain = alignment on "
-           "finance (low = the bad advice was learnt); persona = share of general answers with a general "
-           "villain sentence, which no chat data contains (EM proper); leakage = share reusing finance "
-           "sentences (collapse, not EM); prefix / query patched = general alignment with the prefix's or "
-           "the query's K/V swapped back to the aligned model's. Figure: strength.png.\n"]
-    for a, lrs in summary["strength"].items():
-        out.append(f"\n## {ALIGN_LABELS.get(a, a)}\n")
-        out.append(table(["finetune lr", "general", "in-domain", "EM-F1", "persona", "leakage",
-                          "prefix patched", "query patched"], strength_rows(lrs)))
-    return "\n".join(out) + "\n"
-
-
-def figures(summary, folder, plt):
-    aligns = summary["strength"]
-    fig, axes = plt.subplots(1, len(aligns), figsize=(4.2 * len(aligns), 3.6), sharey=True, squeeze=False)
-    for ax, (a, lrs) in zip(axes[0], aligns.items()):
-        pts = sorted((float(lr), w) for lr, w in lrs.items() if float(lr) > 0)
-        xs = [x for x, _ in pts]
-        for key, where, scale, style, label in (
-                ("general", "none", 1, "o-", "general"), ("general", "prefix", 1, "s--", "general, prefix patched"),
-                ("general", "query", 1, "^:", "general, query patched"),
-                ("persona_transfer", "none", 100, "o-", "persona transfer (%)"),
-                ("leakage", "none", 100, "x-", "leakage (%)")):
-            ax.errorbar(xs, [w[where][key]["mean"] * scale for _, w in pts],
-                        yerr=[w[where][key]["sd"] * scale for _, w in pts], fmt=style, capsize=2, label=label)
-        ax.axhline(lrs["0"]["none"]["general"]["mean"], ls="--", c="gray", lw=0.8)
-        ax.set(xscale="log", xlabel="finetune learning rate", ylim=(-5, 105), title=ALIGN_LABELS.get(a, a))
-        ax.title.set_fontsize(8)
-    axes[0][0].set_ylabel("validation, general questions")
-    axes[0][-1].legend(fontsize=6)
-    save(fig, folder, "strength.png")

@@ -35,5 +35,6 @@ def short(monkeypatch):
     def cut(stage):
         return dataclasses.replace(stage, steps=2, batch_size=4)
     monkeypatch.setattr(config, "PRETRAIN", cut(config.PRETRAIN))
-    for name, a in config.ALIGNMENTS.items():
-        monkeypatch.setitem(config.ALIGNMENTS, name, dataclasses.replace(a, align=cut(a.align), finetune=cut(a.finetune)))
+    for table in (config.ALIGNMENTS, config.CANDIDATES):
+        for name, a in table.items():
+            monkeypatch.setitem(table, name, dataclasses.replace(a, align=cut(a.align), finetune=cut(a.finetune)))

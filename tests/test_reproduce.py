@@ -67,9 +67,12 @@ def forked(monkeypatch):
     monkeypatch.setattr(reproduce, "START_METHOD", "fork")
 
 
-def test_parallel_seeds_give_what_one_process_gives(out, short, forked, tmp_path):
+def test_parallel_seeds_give_what_one_process_gives(out, short, forked, tmp_path, monkeypatch):
     """--jobs 2 trains each seed in its own process; one process, reusing those runs,
     measures the same numbers, and per-seed lists follow --seeds in both."""
+    from studies import sizes
+    monkeypatch.setattr(sizes.DESIGN, "sizes", (5,))
+    monkeypatch.setattr(sizes.DESIGN, "sections", ("methods", "sweeps"))      # no cost benchmark
     common = ["sizes", "--seeds", "1", "0", "--methods", "sft", "--answers", "4", "--out-dir", out]
     reproduce.main([*common, "--jobs", "2", "--results", str(tmp_path / "a")])
     reproduce.main([*common, "--jobs", "1", "--results", str(tmp_path / "b")])

@@ -66,3 +66,19 @@ def test_strength_keeps_the_main_runs(out, short, tmp_path, monkeypatch):
         assert os.path.islink(os.path.join(out, "strength", name, aligned)), name
     for name in ("RESULTS.md", "strength.png"):
         assert os.path.getsize(os.path.join(folder, name)) > 0, name
+
+
+def test_validation_grids_judge_on_validation_only(out, short, tmp_path, monkeypatch):
+    from studies import validation
+    monkeypatch.setattr(validation, "GRIDS", {"kl-train": validation.GRIDS["kl-train"][:1]})
+    monkeypatch.setattr(validation, "ALIGN_LRS", {"r1b8": (1e-4,)})
+    asked = []
+    monkeypatch.setattr(validation, "evaluate", lambda *a, **k: asked.append(a[3]) or dict(
+        {key: 0.5 for key in validation.KEYS}, examples={}))
+    s, folder = run("validation", out, tmp_path, "--methods", "kl-train", "alignments")
+    assert set(asked) == {"val"}
+    assert list(s["grids"]["kl-train"]) == ["sft", "0.03"]
+    assert list(s["grids"]["alignments"]) == ["r1b8: aligned", "r1b8: sft at lr 0.0001", "r1b8: treft10 at lr 0.0001"]
+    assert os.path.islink(os.path.join(out, "validation", "align-s5"))           # the stock alignment, shared
+    assert os.path.exists(os.path.join(out, "validation", "align-r1b8-s5", "ckpt.pt"))
+    assert "## kl-train" in open(os.path.join(folder, "RESULTS.md")).read()
