@@ -1,0 +1,32 @@
+"""config.py: flags override the stage asked for only, LoRA learns at its own rate, run names say what ran.
+
+    python -m pytest -q tests/test_config.py
+"""
+import pytest
+
+import config
+
+
+def hyper(stage, *argv):
+    return config.stage_hyper(stage, config.parse(list(argv)))
+
+
+def test_flags_override_the_stage_asked_for_only():
+    assert hyper("finetune", "--steps", "7").steps == 7
+    assert hyper("align", "--steps", "7") == config.ALIGNMENTS["rehearsed"].align     # built first: its defaults
+    assert hyper("finetune", "--lora-rank", "8").lr == config.LORA_LR
+    assert hyper("finetune", "--lora-rank", "8", "--lr", "1e-3").lr == 1e-3
+    assert hyper("align", "--stage", "align", "--align", "plain").rehearse == 0
+
+
+@pytest.mark.parametrize("argv, stage, name", [
+    ([], "finetune", "finetune-finance-sft-s0"),
+    (["--treft", "--seed", "2"], "finetune", "finetune-finance-treft100-prefix-s2"),
+    (["--align", "template", "--no-preamble"], "align", "align-tmpl-nopre-s0"),
+    (["--task", "tool", "--lora-rank", "8", "--lora-on", "qv"], "finetune", "finetune-tool-lora8qv-s0"),
+    (["--kl", "--interleave", "0.5", "--n-train", "5"], "finetune", "finetune-finance-mix0.5-kl30-retain-n5-s0"),
+    (["--align", "r1b8"], "align", "align-r1b8-s0"),
+    ([], "pretrain", "pretrain-s0"),
+])
+def test_run_names(argv, stage, name):
+    assert config.run_name(stage, config.parse(argv)) == name
