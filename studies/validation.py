@@ -31,7 +31,8 @@ def points(flags_of, values):
     return [(f"{v:g}", flags_of(v)) for v in values]
 
 
-# grid -> [(point, train.py finetune flags)], each from the default (rehearsed) alignment
+# grid -> [(point, train.py finetune flags)], each from the default (rehearsed) alignment; every
+# grid also measures plain SFT as its point "sft", so no point of a grid may take that name
 GRIDS = {
     "treft": points(lambda v: ["--treft", f"{v:g}"], (3, 10, 30, 100, 300, 1000)),
     "kl-retain": points(lambda v: ["--kl", f"{v:g}", "--kl-on", "retain"], (0.1, 0.3, 1, 3, 10, 30)),
@@ -43,7 +44,7 @@ GRIDS = {
     "positions": [(m, METHODS[m]) for m in ("treft", "treft-postfix", "treft-query", "treft-all", "lora-treft")],
     "positions-last-frozen": [(f"{m}, last block frozen", [*METHODS[m], "--freeze-last-block"])
                               for m in ("sft", "treft", "treft-postfix", "treft-query", "treft-all")],
-    "lora-qv": [("sft", QV)] + [(f"{on} {v:g}", [*QV, "--treft", f"{v:g}", "--treft-on", on])
+    "lora-qv": [("lora-qv sft", QV)] + [(f"{on} {v:g}", [*QV, "--treft", f"{v:g}", "--treft-on", on])
                                 for on in ("prefix", "query", "all") for v in (1, 10, 30)],
 }
 CHOSEN = dict(treft=config.TREFT_LAMBDA, **{"kl-retain": config.KL_LAMBDA, "l2-init": config.L2_LAMBDA,

@@ -82,3 +82,10 @@ def test_validation_grids_judge_on_validation_only(out, short, tmp_path, monkeyp
     assert os.path.islink(os.path.join(out, "validation", "align-s5"))           # the stock alignment, shared
     assert os.path.exists(os.path.join(out, "validation", "align-r1b8-s5", "ckpt.pt"))
     assert "## kl-train" in open(os.path.join(folder, "RESULTS.md")).read()
+
+
+def test_no_validation_point_takes_the_baselines_name():
+    from studies import validation
+    for grid, points in validation.GRIDS.items():
+        names = [p for p, _ in points]
+        assert "sft" not in names and len(set(names)) == len(names), grid
