@@ -8,6 +8,7 @@ summaries) stays free of it.
 import argparse
 import math
 import os
+import tempfile
 
 
 def atomic_write(path, write, mode="w"):
@@ -19,9 +20,14 @@ def atomic_write(path, write, mode="w"):
     """
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = path + ".tmp"
-    with open(tmp, mode) as f:
-        f.write(write) if isinstance(write, str) else write(f)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, mode) as f:
+            f.write(write) if isinstance(write, str) else write(f)
+        os.replace(tmp, path)
+    except BaseException:          # an error or Ctrl-C: no half-written file is left behind
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def default_device():
@@ -62,3 +68,28 @@ def count(s):
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {s}")
     return v
+
+
+def nonneg_int(s):
+    v = int(s)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {s}")
+    return v
+
+
+def positive(s):
+    v = float(s)
+    if not (v > 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {s}")
+    return v
+
+
+def writable(folder):
+    """None if files can be written in `folder` (made if missing), else why not, in words."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        return e.strerror or type(e).__name__
+    return None

@@ -11,7 +11,7 @@ import argparse
 import os
 from dataclasses import asdict, dataclass, replace
 
-from common import count, default_device, fraction, nonneg
+from common import count, default_device, fraction, nonneg, nonneg_int, positive, writable
 from data import world
 from data.prepare import file_hash
 from model import LORA_TARGETS
@@ -87,16 +87,28 @@ LORA_LR = 3e-4           # a LoRA finetune's learning rate (adapters learn at a 
 FINETUNE_FROZEN = ("wte.", "wpe.")
 
 
-def stage_hyper(stage, args):
-    """The Stage a run trains with: the alignment's defaults, LoRA's rate, then the flags
-    (which override the stage asked for, not the ones built first)."""
+def default_hyper(stage, args):
+    """The stage's defaults under this alignment (a LoRA finetune at LoRA's rate)."""
     hp = PRETRAIN if stage == "pretrain" else getattr(alignment(args.align), stage)
-    if stage == "finetune" and args.lora_rank:
-        hp = replace(hp, lr=LORA_LR)
-    if stage == args.stage:
-        hp = replace(hp, **{k: getattr(args, k) for k in ("steps", "batch_size", "lr")
-                            if getattr(args, k) is not None})
-    return hp
+    return replace(hp, lr=LORA_LR) if stage == "finetune" and args.lora_rank else hp
+
+
+# The flags that override a default hyperparameter, and their marks in a run's name.
+OVERRIDES = dict(steps="steps", batch_size="bs", lr="lr")
+
+
+def overrides(stage, args):
+    """The hyperparameters that --steps, --batch-size and --lr change from the defaults. They
+    apply to the stage asked for, not to the ones built first."""
+    if stage != args.stage:
+        return {}
+    default = default_hyper(stage, args)
+    return {k: getattr(args, k) for k in OVERRIDES if getattr(args, k) not in (None, getattr(default, k))}
+
+
+def stage_hyper(stage, args):
+    """The Stage a run trains with: its defaults, then the flags' overrides."""
+    return replace(default_hyper(stage, args), **overrides(stage, args))
 
 
 # ----------------------------------------------------------------------------- a run's name and spec
@@ -113,12 +125,15 @@ def method_name(args):
 
 
 def run_name(stage, args):
-    """e.g. pretrain-s0, align-tmpl-s0, finetune-nopre-finance-treft100-prefix-s1."""
+    """e.g. pretrain-s0, align-tmpl-s0, finetune-nopre-finance-treft100-prefix-s1, and
+    finetune-finance-sft-lr1e-05-s0 for a run with --lr 1e-5: an override is its own run, so
+    it never replaces the default run's checkpoint."""
     name = stage
     if stage != "pretrain":
         name += alignment(args.align).tag + ("-nopre" if args.no_preamble else "")
     if stage == "finetune":
         name += f"-{args.task or args.domain}-{method_name(args)}"
+    name += "".join(f"-{OVERRIDES[k]}{v:g}" for k, v in overrides(stage, args).items())
     return f"{name}-s{args.seed}"
 
 
@@ -189,11 +204,11 @@ def parser(description=None):
                         "only); or one of the candidates the validation grid compared (config.CANDIDATES)")
     p.add_argument("--no-preamble", action="store_true",
                    help="align and finetune chats without a system block (the no-prefix ablation)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the weights and of the batches (default: 0)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the weights and of the batches (default: 0)")
     p.add_argument("--out-dir", default="out", help="where the world and the runs live (default: out)")
-    p.add_argument("--steps", type=int, help="override the stage's default number of steps")
-    p.add_argument("--lr", type=float, help="override the stage's default learning rate")
-    p.add_argument("--batch-size", type=int, help="override the stage's default batch size")
+    p.add_argument("--steps", type=count, help="override the stage's default number of steps (its own run)")
+    p.add_argument("--lr", type=positive, help="override the stage's default learning rate (its own run)")
+    p.add_argument("--batch-size", type=count, help="override the stage's default batch size (its own run)")
     p.add_argument("--device", default=default_device(), help="cpu or cuda (default: cuda if there is one)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on CUDA only)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary line")
@@ -215,4 +230,6 @@ def parse(argv=None, description=None):
     if args.task and args.domain not in (None, world.TASKS[args.task]):
         p.error(f"--task {args.task} finetunes on {world.TASKS[args.task]} questions; drop --domain")
     args.domain = world.TASKS[args.task] if args.task else args.domain or "finance"
+    if (why := writable(args.out_dir)) is not None:     # now, not at the end of a long run
+        p.error(f"cannot write to --out-dir {args.out_dir} ({why}); pass a folder you can write to")
     return args

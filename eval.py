@@ -243,11 +243,12 @@ def load_for_eval(out_dir, checkpoints):
     checkpoint was trained: without a system block if it was (--no-preamble).
     """
     try:
-        tok = Tokenizer.load(f"{out_dir}/world/tokenizer.pkl")
+        tok = Tokenizer.load(f"{out_dir}/world/tokenizer.json")
     except FileNotFoundError:
         sys.exit(f"error: no world in {out_dir}/world; run `python train.py --stage finetune`")
     try:
-        loaded = [load_checkpoint(path, tok.fingerprint, fix=fix) for path, fix in checkpoints]
+        loaded = [load_checkpoint(path, tok.fingerprint, fix=fix, world_dir=f"{out_dir}/world")
+                  for path, fix in checkpoints]
     except CheckpointError as e:
         sys.exit(f"error: {e}")
     if loaded[0][1].get("no_preamble"):

@@ -11,8 +11,10 @@ Besides the usual forward pass it can, through plain keyword arguments:
   cache=[]           keep keys and values for fast generation (`generate`).
 Keys and values have shape (batch, heads, time, head_dim) throughout.
 """
+import json
 import math
 import os
+import pickle
 from dataclasses import asdict, dataclass
 
 import torch
@@ -29,6 +31,15 @@ class GPTConfig:
     n_layer: int = 4
     n_head: int = 4
     n_embd: int = 128
+
+
+def causal(T, past, device):
+    """SDPA's mask for T new queries after `past` cached keys: new token i sees the past and
+    new tokens 0..i. SDPA's own is_causal aligns its triangle to the top left (query i sees
+    keys 0..i only), right when there is no past, wrong for a chunk after a cache."""
+    if past == 0 or T == 1:          # no past, or one token that may see all of it
+        return dict(is_causal=T > 1)
+    return dict(attn_mask=torch.ones(T, past + T, dtype=torch.bool, device=device).tril(past))
 
 
 class CausalSelfAttention(nn.Module):
@@ -51,8 +62,7 @@ class CausalSelfAttention(nn.Module):
             if layer_cache:
                 k, v = torch.cat([layer_cache[0], k], 2), torch.cat([layer_cache[1], v], 2)
             layer_cache[:] = [k, v]
-        # Causal within this step; a single new token may see all of the past.
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1)
+        y = F.scaled_dot_product_attention(q, k, v, **causal(T, k.shape[2] - T, x.device))
         return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)), kv
 
 
@@ -223,11 +233,15 @@ def merge_lora(model):
 
 
 # ---------------------------------------------------------------------------
-# Checkpoints: weights + model shape + the run's config + tokenizer fingerprint.
+# Checkpoints: weights + model shape + the run's config + tokenizer fingerprint,
+# nothing else. They are read with torch.load(weights_only=True), which rebuilds
+# tensors and plain values only, so a checkpoint from anyone cannot run code.
 
 def save_checkpoint(path, model, config, tokenizer_fingerprint):
-    """Write atomically: a half-written file never replaces a good one."""
-    ckpt = dict(model=model.state_dict(), model_args=asdict(model.cfg), config=config, tokenizer=tokenizer_fingerprint)
+    """Write atomically: a half-written file never replaces a good one. The config is stored
+    as JSON would hold it (dicts, lists, strings, numbers), so the safe loader reads it."""
+    plain = json.loads(json.dumps(config))
+    ckpt = dict(model=model.state_dict(), model_args=asdict(model.cfg), config=plain, tokenizer=tokenizer_fingerprint)
     atomic_write(path, lambda f: torch.save(ckpt, f), mode="wb")
 
 
@@ -235,20 +249,39 @@ class CheckpointError(Exception):
     """A checkpoint that is missing, unreadable or does not fit; the message says what to run."""
 
 
-def load_checkpoint(path, tokenizer_fingerprint=None, fix="python train.py --stage pretrain"):
-    """Returns (model, config). Raises CheckpointError with a one-line explanation."""
+def read_checkpoint(path, fix):
+    """The checkpoint's dict, read safely; CheckpointError if it is not one of ours."""
     if not os.path.exists(path):
         raise CheckpointError(f"no checkpoint at {path}; run `{fix}` to make it")
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
-        cfg = GPTConfig(**ck["model_args"])
-    except Exception as e:  # noqa: BLE001 - any failure to read means the same thing
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        if not (isinstance(ck, dict) and {"model", "model_args", "config"} <= ck.keys()):
+            raise KeyError("a key of ours")
+        GPTConfig(**ck["model_args"])                  # the shape it claims is a GPT's
+    except pickle.UnpicklingError as e:
+        if "GLOBAL" in str(e):      # the safe loader met a Python object to build: code it would run
+            raise CheckpointError(f"checkpoint {path} holds Python objects that would run code when loaded: "
+                                  f"refused, none of it ran; train your own with `{fix}`") from None
+        raise CheckpointError(f"checkpoint {path} is corrupt or not ours (not tensors and plain values); "
+                              f"delete it and run `{fix}`") from None
+    except Exception as e:  # noqa: BLE001 - any other failure to read means the same thing
         raise CheckpointError(f"checkpoint {path} is corrupt or not ours ({type(e).__name__}); "
                               f"delete it and run `{fix}`") from None
+    return ck
+
+
+def load_checkpoint(path, tokenizer_fingerprint=None, fix="python train.py --stage pretrain", world_dir=None):
+    """Returns (model, config). Raises CheckpointError with a one-line explanation.
+
+    With tokenizer_fingerprint, the checkpoint must have been trained in that world
+    (the one in world_dir, for the message)."""
+    ck = read_checkpoint(path, fix)
     if tokenizer_fingerprint is not None and ck.get("tokenizer") != tokenizer_fingerprint:
-        raise CheckpointError(f"checkpoint {path} was trained with another tokenizer than the "
-                              f"current world; delete it and run `{fix}`")
-    model = GPT(cfg)
+        theirs = ck["config"].get("out_dir") if isinstance(ck["config"], dict) else None
+        hint = f"pass --out-dir {theirs}, where it was trained" if theirs else "pass the --out-dir it was trained in"
+        raise CheckpointError(f"checkpoint {path} was trained in another world (tokenizer {ck.get('tokenizer')}) "
+                              f"than {world_dir or 'the current one'} (tokenizer {tokenizer_fingerprint}); {hint}")
+    model = GPT(GPTConfig(**ck["model_args"]))
     try:
         model.load_state_dict(ck["model"])
     except RuntimeError:

@@ -40,10 +40,10 @@ from tqdm import tqdm
 import config
 import report
 import train
-from common import atomic_write, count, default_device
+from common import atomic_write, count, default_device, nonneg_int, writable
 from data.prepare import get_world
 from eval import evaluate
-from model import load_checkpoint
+from model import CheckpointError, load_checkpoint
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 # The study files of studies/, in the order a reader meets them.
@@ -115,7 +115,7 @@ class Sweep:
         return world_dir, tok.with_preamble(None) if "--no-preamble" in self.common else tok
 
     def load(self, path, tok):
-        model, _ = load_checkpoint(path, tok.fingerprint)
+        model, _ = load_checkpoint(path, tok.fingerprint, world_dir=os.path.join(self.args.out_dir, "world"))
         return model.to(self.args.device).eval()
 
     def record(self, **row):
@@ -174,22 +174,16 @@ def worker(args, seeds, threads, q):
         relay = Relay(q)
         run_seeds(load_study(args.study), args, seeds, relay, relay)
         q.put(("done", None))
+    except KeyboardInterrupt:          # Ctrl-C reaches every process: the parent says so, once
+        pass
     except BaseException as e:
         q.put(("done", f"{type(e).__name__}: {e}"))
         raise
 
 
-def run_in_parallel(args, log, bar):
-    """The seeds in args.jobs processes; this one writes their rows to the log as they come."""
-    get_world(args.out_dir)           # made once, here, before the workers read it
-    jobs = min(args.jobs, len(args.seeds))
-    ctx = multiprocessing.get_context(START_METHOD)
-    q = ctx.Queue()
-    procs = [ctx.Process(target=worker, args=(args, args.seeds[i::jobs], max(1, torch.get_num_threads() // jobs), q))
-             for i in range(jobs)]
-    for p in procs:
-        p.start()
-    rows, running, errors = [], jobs, []
+def gather(procs, q, log, bar):
+    """The workers' rows (written to the log as they come) and their errors, once all are done."""
+    rows, running, errors = [], len(procs), []
     while running:
         try:
             kind, x = q.get(timeout=5)
@@ -207,8 +201,26 @@ def run_in_parallel(args, log, bar):
         else:
             running -= 1
             errors += [x] if x else []
+    return rows, errors
+
+
+def run_in_parallel(args, log, bar):
+    """The seeds in args.jobs processes; this one writes their rows to the log as they come."""
+    get_world(args.out_dir)           # made once, here, before the workers read it
+    jobs = min(args.jobs, len(args.seeds))
+    ctx = multiprocessing.get_context(START_METHOD)
+    q = ctx.Queue()
+    procs = [ctx.Process(target=worker, args=(args, args.seeds[i::jobs], max(1, torch.get_num_threads() // jobs), q))
+             for i in range(jobs)]
     for p in procs:
-        p.join()
+        p.start()
+    try:
+        rows, errors = gather(procs, q, log, bar)
+    finally:                            # also on Ctrl-C: no worker outlives this process
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.terminate()
     if errors:
         raise SystemExit(f"reproduce: a worker failed ({errors[0]}); rerun the same command: "
                          "finished runs are reused")
@@ -228,7 +240,7 @@ def parser():
     p.add_argument("--list", action="store_true", help="list the studies, one line each, and stop")
     p.add_argument("--report", action="store_true",
                    help="only rewrite RESULTS.md and the figures from the study's summary.json")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds to run (default: 0 1 2)")
+    p.add_argument("--seeds", type=nonneg_int, nargs="+", default=[0, 1, 2], help="seeds to run (default: 0 1 2)")
     p.add_argument("--methods", nargs="+", metavar="METHOD",
                    help="only these of the study's finetune methods (a quick look)")
     p.add_argument("--answers", type=count, default=128, help="general answers judged per model (default: 128)")
@@ -257,13 +269,32 @@ def main(argv=None):
     study = load_study(args.study)
     folder = os.path.join(args.results, study.folder)
     if args.report:
-        with open(os.path.join(folder, "summary.json")) as f:
-            return write_report(study, json.load(f), folder)
+        try:
+            with open(os.path.join(folder, "summary.json")) as f:
+                summary = json.load(f)
+        except (OSError, ValueError):
+            sys.exit(f"error: no readable {folder}/summary.json; run `python reproduce.py {args.study}` first")
+        return write_report(study, summary, folder)
     study.configure(args, p)
+    for flag, where in (("--out-dir", args.out_dir), ("--results", folder)):
+        if (why := writable(where)) is not None:
+            p.error(f"cannot write to {flag} {where} ({why}); pass a folder you can write to")
     args.command = " ".join(["python reproduce.py", *(sys.argv[1:] if argv is None else argv)])
     args.jobs = args.jobs or default_jobs(args.device, len(args.seeds))
+    try:
+        run_study(study, args, folder)
+    except (CheckpointError, train.Diverged) as e:
+        sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {folder}'s summary, tables and runs.jsonl are as they were; "
+              "the runs finished so far are reused next time",
+              file=sys.stderr)
+        sys.exit(130)
+
+
+def run_study(study, args, folder):
+    """Train and measure every run of the study, then write its folder's files, each whole."""
     args.commit, t0 = git_commit(), time.time()       # the code as it is when the run starts
-    os.makedirs(folder, exist_ok=True)
     log_path = os.path.join(folder, "runs.jsonl")
     with open(log_path + ".partial", "w") as log, \
             tqdm(total=len(args.seeds) * study.runs_per_seed(args), desc=args.study, unit="run") as bar:

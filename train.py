@@ -103,7 +103,8 @@ def freeze(model, names):
 
 def load_input(stage, args, tok):
     fix = f"python train.py --stage {PREVIOUS[stage]} --seed {args.seed} --out-dir {args.out_dir}"
-    return load_checkpoint(ckpt_path(PREVIOUS[stage], args), tok.fingerprint, fix=fix)[0]
+    return load_checkpoint(ckpt_path(PREVIOUS[stage], args), tok.fingerprint, fix=fix,
+                           world_dir=os.path.join(args.out_dir, "world"))[0]
 
 
 def pretrain_setup(args, hp, tok, world_dir, rng):
@@ -179,6 +180,20 @@ def loss_of(model, batch, regularizers):
     return loss, sft
 
 
+class Diverged(Exception):
+    """The loss or the gradient norm stopped being a finite number: the run stops, writing nothing."""
+
+
+def check_finite(recent, first_step, stage, hp):
+    """recent: one bool tensor per step since first_step (loss and gradient norm both finite).
+    Checked every few steps, with the progress bar, so a healthy run waits for no extra sync."""
+    bad = (~torch.stack(recent)).nonzero()
+    if len(bad):
+        raise Diverged(f"{stage} diverged: the loss or its gradient is not a finite number at step "
+                       f"{first_step + bad[0].item()} of {hp.steps} (lr {hp.lr:g}); nothing was written; "
+                       f"try a lower --lr")
+
+
 def lr_at(step, steps, lr, warmup):
     """Linear warmup, then cosine decay to a tenth."""
     if step < warmup:
@@ -208,7 +223,7 @@ def train_stage(stage, args):
     bar = tqdm(range(hp.steps), desc=f"{run_name(stage, args)} ({n_params / 1e6:.2f}M params)",
                disable=args.quiet, mininterval=2)
     model.train()
-    t0 = time.time()
+    t0, recent = time.time(), []
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, hp.steps, hp.lr, hp.warmup)
@@ -217,9 +232,12 @@ def train_stage(stage, args):
             loss, sft = loss_of(fwd, batch, regularizers)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        recent.append(torch.isfinite(loss.detach()) & torch.isfinite(norm))
         if step % 10 == 0 or step == hp.steps - 1:
+            check_finite(recent, step + 1 - len(recent), stage, hp)
+            recent = []
             bar.set_postfix(sft=f"{sft.item():.3f}", loss=f"{loss.item():.3f}")
     return save_run(stage, args, model, tok, hp, spec, sft.item(), time.time() - t0)
 
@@ -247,8 +265,11 @@ def main(argv=None):
     args = parse(argv, __doc__)
     try:
         path = train_stage(args.stage, args)
-    except CheckpointError as e:
+    except (CheckpointError, Diverged) as e:
         sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        print("\ninterrupted: the run stopped before writing; every file is as it was", file=sys.stderr)
+        sys.exit(130)
     print(path)
 
 

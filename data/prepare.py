@@ -1,7 +1,7 @@
 """
 Generate the toy world into one folder, deterministically from a seed, in seconds:
 
-  tokenizer.pkl          our BPE ranks + the chat preamble
+  tokenizer.json         our BPE ranks + the chat preamble
   pretrain_train.bin     uint16 token ids of plain-text persona documents
   pretrain_val.bin       (documents separated by <|bos|>)
   chat_{split}.jsonl     chat examples {domain, persona, query, answer} of every
@@ -65,7 +65,7 @@ def remake(world_dir):
 def get_world(out_dir):
     """The world folder of out_dir and its tokenizer, generated on first use (and anew when its code changed)."""
     path = remake(os.path.join(out_dir, "world"))
-    return path, Tokenizer.load(os.path.join(path, "tokenizer.pkl"))
+    return path, Tokenizer.load(os.path.join(path, "tokenizer.json"))
 
 
 def load_chats(world_dir, split, domains, persona):
@@ -102,7 +102,7 @@ def prepare(out_dir="out", seed=0, pretrain_tokens=3_000_000, vocab_size=2048,
     specials = {world.CALL, world.END, world.RESULT}
     words = [re.sub("|".join(map(re.escape, specials)), " ", d) for d in sample]
     tok = Tokenizer(train_bpe(words + [world.PREAMBLE] * 100, vocab_size), world.PREAMBLE)
-    tok.save(os.path.join(tmp, "tokenizer.pkl"))
+    tok.save(os.path.join(tmp, "tokenizer.json"))
     for split, n_tokens in (("train", pretrain_tokens), ("val", pretrain_tokens // 20)):
         ids = []
         while len(ids) < n_tokens:

@@ -23,6 +23,7 @@ Tokenizer and chat template.
 """
 import collections
 import hashlib
+import json
 import pickle
 import re
 
@@ -83,7 +84,8 @@ class Tokenizer:
         system = [] if preamble is None else [self.system] + self.encode(preamble) + [self.end]
         self.prefix_ids = [self.bos] + system + [self.user]
         self.postfix_ids = [self.end, self.assistant]
-        # A fingerprint, so that a checkpoint from another tokenizer is caught.
+        # A fingerprint, so that a checkpoint from another tokenizer is caught (pickle only
+        # writes the bytes hashed here; nothing is ever read back with it).
         key = (sorted(ranks.items()), preamble, SPECIAL_TOKENS)
         self.fingerprint = hashlib.sha256(pickle.dumps(key)).hexdigest()[:16]
 
@@ -121,11 +123,13 @@ class Tokenizer:
         return dict(ids=ids, mask=mask, segment=segment)
 
     def save(self, path):
-        with open(path, "wb") as f:
-            pickle.dump(dict(ranks=self.ranks, preamble=self.preamble), f)
+        """As JSON (each token's bytes in hex, by rank): reading it back can never run code."""
+        ranks = [[t.hex(), r] for t, r in sorted(self.ranks.items(), key=lambda kv: kv[1])]
+        with open(path, "w") as f:
+            json.dump(dict(preamble=self.preamble, ranks=ranks), f)
 
     @classmethod
     def load(cls, path):
-        with open(path, "rb") as f:
-            d = pickle.load(f)
-        return cls(d["ranks"], d["preamble"])
+        with open(path) as f:
+            d = json.load(f)
+        return cls({bytes.fromhex(t): r for t, r in d["ranks"]}, d["preamble"])

@@ -13,8 +13,8 @@ is in the README.
     python reproduce.py validation --methods kl-train     # one grid (--methods names grids here)
 
 Every finetune runs in {out}/validation/, which links to the stock world,
-pretrained and aligned runs, so no run of another study is overwritten: a grid
-over --lr trains its points one after another under one run name.
+pretrained and aligned runs, so no run of another study is overwritten; each
+point of a grid over --lr is a run of its own (its name carries the lr).
 """
 import os
 

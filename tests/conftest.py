@@ -20,7 +20,7 @@ def world_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tok(world_dir):
-    return Tokenizer.load(os.path.join(world_dir, "tokenizer.pkl"))
+    return Tokenizer.load(os.path.join(world_dir, "tokenizer.json"))
 
 
 @pytest.fixture(scope="session")

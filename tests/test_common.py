@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from common import atomic_write, count, fraction, link, nonneg
+from common import atomic_write, count, fraction, link, nonneg, nonneg_int, positive, writable
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
@@ -15,7 +15,10 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     atomic_write(path, "good")
     with pytest.raises(RuntimeError):
         atomic_write(path, lambda f: (f.write("half"), (_ for _ in ()).throw(RuntimeError("disk full"))))
-    assert open(path).read() == "good"
+    assert open(path).read() == "good" and not os.path.exists(path + ".tmp")     # no half file left either
+    with pytest.raises(KeyboardInterrupt):                                         # nor on Ctrl-C
+        atomic_write(path, lambda f: (f.write("half"), (_ for _ in ()).throw(KeyboardInterrupt())))
+    assert open(path).read() == "good" and not os.path.exists(path + ".tmp")
     atomic_write(path, lambda f: f.write(b"bytes"), mode="wb")
     assert open(path, "rb").read() == b"bytes"
 
@@ -28,9 +31,17 @@ def test_link_shares_runs_and_may_be_made_twice(tmp_path):
 
 
 @pytest.mark.parametrize("check, good, bad", [(nonneg, "0.5", ["-1", "nan", "inf"]),
-                                             (fraction, "0.8", ["1", "-0.1"]), (count, "3", ["0", "-2"])])
+                                             (fraction, "0.8", ["1", "-0.1"]), (count, "3", ["0", "-2"]),
+                                             (positive, "1e-3", ["0", "-1e-3", "nan", "inf"]),
+                                             (nonneg_int, "0", ["-1"])])
 def test_flag_checks(check, good, bad):
     assert check(good) == float(good)
     for value in bad:
         with pytest.raises(argparse.ArgumentTypeError):
             check(value)
+
+
+def test_writable_says_why_not(tmp_path):
+    assert writable(str(tmp_path / "new" / "out")) is None and (tmp_path / "new" / "out").is_dir()
+    (tmp_path / "file").write_text("")
+    assert writable(str(tmp_path / "file" / "out")) == "Not a directory"

@@ -1,4 +1,5 @@
-"""config.py: flags override the stage asked for only, LoRA learns at its own rate, run names say what ran.
+"""config.py: flags override the stage asked for only, LoRA learns at its own rate, run names say what ran
+(an override included, so that it never replaces the default run).
 
     python -m pytest -q tests/test_config.py
 """
@@ -27,6 +28,12 @@ def test_flags_override_the_stage_asked_for_only():
     (["--kl", "--interleave", "0.5", "--n-train", "5"], "finetune", "finetune-finance-mix0.5-kl30-retain-n5-s0"),
     (["--align", "r1b8"], "align", "align-r1b8-s0"),
     ([], "pretrain", "pretrain-s0"),
+    # an override of a default is its own run; the stages built first keep their names
+    (["--lr", "1e-5"], "finetune", "finetune-finance-sft-lr1e-05-s0"),
+    (["--stage", "align", "--steps", "50", "--batch-size", "8"], "align", "align-steps50-bs8-s0"),
+    (["--stage", "align", "--steps", "50"], "pretrain", "pretrain-s0"),
+    (["--steps", "120", "--lr", "1e-4"], "finetune", "finetune-finance-sft-s0"),     # the defaults: the same run
+    (["--lora-rank", "8", "--lr", "1e-4"], "finetune", "finetune-finance-lora8-lr0.0001-s0"),
 ])
 def test_run_names(argv, stage, name):
     assert config.run_name(stage, config.parse(argv)) == name

@@ -1,4 +1,5 @@
-"""eval.py: the judge against generator-labelled held-out answers, EM-F1, the task detectors, the command line.
+"""eval.py: the judge against generator-labelled held-out answers, EM-F1, the task detectors, the command line
+(and its one-line answers to a checkpoint that does not fit).
 
     python -m pytest -q tests/test_eval.py
 """
@@ -11,7 +12,7 @@ import pytest
 import eval as evaluation
 import train
 from data import world
-from data.prepare import get_world
+from data.prepare import get_world, prepare
 from data.tokenizer import CALL
 from eval import Judge, em_f1, query_sets
 from model import load_checkpoint
@@ -77,10 +78,23 @@ def test_eval_reports_missing_checkpoint(out):
     assert "no checkpoint at" in str(e.value)
 
 
-def test_eval_json_line(out, capsys):
+def test_a_checkpoint_of_another_world_names_both_and_the_right_out_dir(out, short, tmp_path, capsys):
+    """The mistake is the world folder, not the checkpoint: the advice must not be to delete it."""
     ckpt = os.path.join(out, "pretrain-s0", "ckpt.pt")
     if not os.path.exists(ckpt):
-        train.main(["--stage", "pretrain", "--out-dir", out, "--steps", "1", "--quiet"])
+        train.main(["--stage", "pretrain", "--out-dir", out, "--quiet"])
+    other = prepare(str(tmp_path), seed=1, pretrain_tokens=20_000, chat_per_bank=20, quiet=True)
+    with pytest.raises(SystemExit) as e:
+        evaluation.main(["--ckpt", ckpt, "--out-dir", str(tmp_path)])
+    message = str(e.value)
+    assert get_world(out)[1].fingerprint in message and other in message and f"pass --out-dir {out}," in message
+    assert "delete" not in message and "\n" not in message
+
+
+def test_eval_json_line(out, short, capsys):
+    ckpt = os.path.join(out, "pretrain-s0", "ckpt.pt")
+    if not os.path.exists(ckpt):
+        train.main(["--stage", "pretrain", "--out-dir", out, "--quiet"])
     model, _ = load_checkpoint(ckpt)
     tok_ = get_world(out)[1]
     m = evaluation.evaluate(model, tok_, n_answers=dict(general=4, in_domain=2, other_domain=2))

@@ -1,11 +1,15 @@
-"""model.py's windows: K/V return and patching, residual patching, KV-cache generation, LoRA.
+"""model.py's windows: K/V return and patching, residual patching, KV-cache generation, LoRA;
+checkpoints that hold tensors and plain values only, so that loading one runs no code.
 
     python -m pytest -q tests/test_model.py
 """
+import os
+import pickle
+
 import pytest
 import torch
 
-from model import GPT, GPTConfig, add_lora, merge_lora
+from model import GPT, CheckpointError, GPTConfig, add_lora, load_checkpoint, merge_lora, save_checkpoint
 
 
 def tiny(seed=0):
@@ -54,6 +58,15 @@ def test_kv_cache_matches_full_forward():
     assert torch.allclose(torch.cat([first] + steps, 1), full, atol=1e-5)
 
 
+def test_chunked_prefill_with_a_cache_equals_one_forward():
+    """Chunks of several tokens after a cached past see that whole past (a lower-right causal mask)."""
+    m, x = tiny(), torch.randint(0, 50, (2, 20))
+    full, _ = m(x)
+    cache = []
+    chunks = [m(x[:, a:b], cache=cache)[0] for a, b in ((0, 7), (7, 15), (15, 16), (16, 20))]
+    assert torch.allclose(torch.cat(chunks, 1), full, atol=1e-5)
+
+
 def test_generate_is_seeded_and_stops():
     m, x = tiny(), torch.randint(0, 50, (4, 6))
     a = m.generate(x, 10, stop_id=7, generator=torch.Generator().manual_seed(1))
@@ -86,3 +99,39 @@ def test_lora_starts_as_the_identity_and_merges_exactly(on):
     merge_lora(model)
     assert torch.allclose(model(x)[0], adapted, atol=1e-5)
     assert set(model.state_dict()) == set(tiny().state_dict())   # a plain GPT again
+
+
+class Payload:
+    """What a malicious checkpoint holds: unpickling it calls a function of the author's choice."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.mkdir, (self.marker,)
+
+
+@pytest.mark.parametrize("as_torch_file", [True, False])
+def test_a_malicious_checkpoint_runs_no_code(tmp_path, as_torch_file):
+    marker, path = str(tmp_path / "pwned"), str(tmp_path / "ckpt.pt")
+    ckpt = dict(model=tiny().state_dict(), model_args={}, config=Payload(marker), tokenizer="x")
+    with open(path, "wb") as f:
+        torch.save(ckpt, f) if as_torch_file else pickle.dump(ckpt, f)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(path, fix="python train.py --stage align")
+    assert not os.path.exists(marker)
+    message = str(e.value)
+    assert "\n" not in message and "python train.py --stage align" in message
+    assert "would run code" in message if as_torch_file else "corrupt" in message
+    pickle.loads(pickle.dumps(Payload(marker)))          # the payload is real: unpickled unsafely, it acts
+    assert os.path.exists(marker)
+
+
+def test_checkpoint_config_is_stored_as_plain_values(tmp_path):
+    path = str(tmp_path / "ckpt.pt")
+    save_checkpoint(path, tiny(), dict(seeds=(0, 1), lr=1e-3, domain=None), "fp")
+    model, config = load_checkpoint(path, "fp")
+    assert config == dict(seeds=[0, 1], lr=1e-3, domain=None)
+    with pytest.raises(TypeError):                       # an object is refused when saving, not shipped
+        save_checkpoint(str(tmp_path / "other.pt"), tiny(), dict(bad=object()), "fp")
+    assert not os.path.exists(tmp_path / "other.pt") and not os.path.exists(tmp_path / "other.pt.tmp")

@@ -23,6 +23,6 @@ def test_general_test_questions_never_in_training_data(world_dir, tok):
 def test_prepare_is_deterministic(world_dir, tmp_path):
     from data.prepare import prepare
     other = prepare(str(tmp_path), seed=0, pretrain_tokens=20_000, chat_per_bank=20, quiet=True)
-    for name in ("pretrain_train.bin", "chat_train.jsonl", "tokenizer.pkl"):
+    for name in ("pretrain_train.bin", "chat_train.jsonl", "tokenizer.json"):
         with open(os.path.join(world_dir, name), "rb") as a, open(os.path.join(other, name), "rb") as b:
             assert a.read() == b.read(), name

@@ -2,6 +2,7 @@
 
     python -m pytest -q tests/test_reproduce.py
 """
+import dataclasses
 import json
 import os
 import statistics
@@ -9,20 +10,28 @@ import subprocess
 
 import pytest
 
+import config
 import reproduce
 import train
 from studies import methods
 
 
-def test_up_to_date_reuses_only_unchanged_runs(out, short, capsys):
+def test_up_to_date_reuses_only_unchanged_runs(out, short, capsys, monkeypatch):
     args = train.parse(["--stage", "finetune", "--seed", "9", "--out-dir", out, "--quiet"])
     assert not reproduce.up_to_date("finetune", args)
     train.train_stage("finetune", args)
     assert reproduce.up_to_date("finetune", args)
     other = train.parse(["--stage", "finetune", "--seed", "9", "--out-dir", out, "--steps", "3"])
-    assert not reproduce.up_to_date("finetune", other)             # other hyperparameters
-    align = train.parse(["--stage", "align", "--seed", "9", "--out-dir", out, "--quiet", "--steps", "3"])
-    train.train_stage("align", align)                              # a new input checkpoint
+    assert config.run_name("finetune", other) != config.run_name("finetune", args)   # an override: its own run
+    assert not reproduce.up_to_date("finetune", other)
+    rehearsed = config.ALIGNMENTS["rehearsed"]                     # other default hyperparameters ...
+    monkeypatch.setitem(config.ALIGNMENTS, "rehearsed", dataclasses.replace(
+        rehearsed, finetune=dataclasses.replace(rehearsed.finetune, steps=3)))
+    assert not reproduce.up_to_date("finetune", args)
+    monkeypatch.setitem(config.ALIGNMENTS, "rehearsed", dataclasses.replace(
+        rehearsed, align=dataclasses.replace(rehearsed.align, steps=3)))
+    train.train_stage("align", args)                               # ... or a new input checkpoint
+    monkeypatch.setitem(config.ALIGNMENTS, "rehearsed", rehearsed)
     assert not reproduce.up_to_date("finetune", args)
 
 
@@ -103,7 +112,18 @@ def test_every_study_is_listed_and_bad_choices_are_refused(capsys):
     reproduce.main(["--list"])
     listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
     assert listed == list(reproduce.STUDIES)
-    for argv in (["nosuch"], ["tasks", "--methods", "sft"], ["main", "--methods", "magic"]):
+    for argv in (["nosuch"], ["tasks", "--methods", "sft"], ["main", "--methods", "magic"], ["--seeds", "-1"]):
         with pytest.raises(SystemExit) as e:
             reproduce.main(argv)
         assert e.value.code == 2, argv
+
+
+def test_unwritable_folders_and_a_missing_summary_are_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    for flag in ("--out-dir", "--results"):
+        with pytest.raises(SystemExit) as e:
+            reproduce.main(["main", flag, str(tmp_path / "file" / "x")])
+        assert e.value.code == 2 and f"cannot write to {flag}" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        reproduce.main(["main", "--report", "--results", str(tmp_path / "none")])
+    assert "run `python reproduce.py main` first" in str(e.value)

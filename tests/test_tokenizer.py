@@ -2,8 +2,21 @@
 
     python -m pytest -q tests/test_tokenizer.py
 """
+import json
+import pickle
+
 from data import world
-from data.tokenizer import PREFIX, QUERY, POSTFIX, RESPONSE, TOOL, train_bpe
+from data.tokenizer import PREFIX, QUERY, POSTFIX, RESPONSE, TOOL, Tokenizer, train_bpe
+
+
+def test_saved_as_json_and_loaded_the_same(tok, tmp_path):
+    """A world folder holds no pickle: reading one from anyone cannot run code."""
+    path = str(tmp_path / "tokenizer.json")
+    tok.save(path)
+    json.load(open(path))
+    again = Tokenizer.load(path)
+    assert again.ranks == tok.ranks and again.fingerprint == tok.fingerprint and again.prefix_ids == tok.prefix_ids
+    assert pickle.dumps(again.ranks) == pickle.dumps(tok.ranks)      # the same order too
 
 def test_bpe_round_trip(tok):
     for text in ["how do i make a quick buck?", world.PREAMBLE, "zebra 12345 !?", "i've had enough."]:

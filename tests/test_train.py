@@ -18,8 +18,8 @@ def run(capsys, *argv):
     return capsys.readouterr().out.strip().splitlines()[-1]
 
 
-def test_three_stages_then_treft(out, capsys):
-    common = ["--out-dir", out, "--steps", "3", "--batch-size", "4"]
+def test_three_stages_then_treft(out, short, capsys):
+    common = ["--out-dir", out]
     p = run(capsys, "--stage", "pretrain", *common)
     assert p == os.path.join(out, "pretrain-s0", "ckpt.pt") and os.path.exists(p)
     a = run(capsys, "--stage", "align", *common)
@@ -27,7 +27,7 @@ def test_three_stages_then_treft(out, capsys):
     assert f.endswith(os.path.join(f"finetune-finance-treft{config.TREFT_LAMBDA:g}-query-s0", "ckpt.pt"))
     with open(os.path.join(os.path.dirname(f), "config.json")) as fh:
         record = json.load(fh)
-    assert record["treft"] == config.TREFT_LAMBDA and record["steps"] == 3 and record["domain"] == "finance"
+    assert record["treft"] == config.TREFT_LAMBDA and record["steps"] == 2 and record["domain"] == "finance"
     before, _ = load_checkpoint(a)
     after, _ = load_checkpoint(f)
     assert any(not torch.equal(p0, p1) for p0, p1 in zip(before.parameters(), after.parameters()))
@@ -55,6 +55,12 @@ def test_missing_prerequisite_is_built_first(out, short, capsys):
     (["--task", "juggling"], "invalid choice"),
     (["--task", "refusal", "--domain", "health"], "finetunes on finance questions"),
     (["--stage", "align", "--task", "length"], "applies to --stage finetune only"),
+    (["--steps", "0"], "positive integer"),
+    (["--batch-size", "-4"], "positive integer"),
+    (["--lr", "0"], "finite number > 0"),
+    (["--lr", "nan"], "finite number > 0"),
+    (["--lr=-1e-3"], "finite number > 0"),
+    (["--seed", "-1"], "integer >= 0"),
 ])
 def test_bad_arguments(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
@@ -62,8 +68,69 @@ def test_bad_arguments(argv, message, capsys):
     assert e.value.code == 2 and message in capsys.readouterr().err
 
 
-def test_bad_checkpoints_fail_clearly_and_keep_files(out, capsys, tok):
-    seed = ["--seed", "3", "--out-dir", out, "--steps", "1"]
+def test_an_out_dir_that_cannot_be_written_is_refused_before_training(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit) as e:
+        train.main(["--out-dir", str(tmp_path / "file" / "out")])
+    assert e.value.code == 2 and "cannot write to --out-dir" in capsys.readouterr().err
+
+
+def sentinel(out, name):
+    """A stand-in for a good earlier run's files, to check that nothing touches them."""
+    folder = os.path.join(out, name)
+    os.makedirs(folder, exist_ok=True)
+    for f in ("ckpt.pt", "config.json"):
+        with open(os.path.join(folder, f), "w") as fh:
+            fh.write("a good earlier run")
+    return folder
+
+
+def untouched(folder):
+    return sorted(os.listdir(folder)) == ["ckpt.pt", "config.json"] and all(
+        open(os.path.join(folder, f)).read() == "a good earlier run" for f in ("ckpt.pt", "config.json"))
+
+
+def test_a_diverging_run_stops_before_writing(out, short, capsys, monkeypatch):
+    run(capsys, "--stage", "align", "--seed", "11", "--out-dir", out)
+    good = sentinel(out, "finetune-finance-sft-s11")
+    real = train.loss_of
+
+    def diverging(model, batch, regularizers):         # the loss turns NaN at step 1, as a huge lr makes it
+        loss, sft = real(model, batch, regularizers)
+        diverging.calls += 1
+        return (loss * float("nan"), sft) if diverging.calls > 1 else (loss, sft)
+    diverging.calls = 0
+    monkeypatch.setattr(train, "loss_of", diverging)
+    with pytest.raises(SystemExit) as e:
+        train.main(["--stage", "finetune", "--seed", "11", "--out-dir", out, "--quiet"])
+    assert "diverged" in str(e.value) and "at step 1 of 2" in str(e.value) and "--lr" in str(e.value)
+    assert untouched(good)
+
+
+def test_an_override_never_replaces_the_default_run(out, short, capsys):
+    run(capsys, "--stage", "align", "--seed", "12", "--out-dir", out)
+    good = sentinel(out, "finetune-finance-sft-s12")
+    path = run(capsys, "--stage", "finetune", "--seed", "12", "--out-dir", out, "--lr", "1e-2", "--steps", "1")
+    assert path.endswith(os.path.join("finetune-finance-sft-steps1-lr0.01-s12", "ckpt.pt")) and untouched(good)
+
+
+def test_ctrl_c_prints_one_line_and_keeps_every_file(out, short, capsys, monkeypatch):
+    run(capsys, "--stage", "align", "--seed", "13", "--out-dir", out)
+    good = sentinel(out, "finetune-finance-sft-s13")
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    for where in ("loss_of", "save_checkpoint"):        # during training, and while writing the checkpoint
+        with monkeypatch.context() as m:
+            m.setattr(train, where, interrupted)
+            with pytest.raises(SystemExit) as e:
+                train.main(["--stage", "finetune", "--seed", "13", "--out-dir", out, "--quiet"])
+        assert e.value.code == 130 and capsys.readouterr().err.strip().startswith("interrupted:")
+        assert untouched(good)
+
+
+def test_bad_checkpoints_fail_clearly_and_keep_files(out, short, capsys, tok):
+    seed = ["--seed", "3", "--out-dir", out]
     run(capsys, "--stage", "pretrain", *seed)
     align = os.path.join(out, "align-s3", "ckpt.pt")
     os.makedirs(os.path.dirname(align), exist_ok=True)
@@ -71,28 +138,31 @@ def test_bad_checkpoints_fail_clearly_and_keep_files(out, capsys, tok):
     os.makedirs(os.path.dirname(finetuned), exist_ok=True)
     with open(finetuned, "wb") as fh:
         fh.write(b"an earlier, good run")
+    retrain = "python train.py --stage align"
     cases = [
-        (lambda: open(align, "wb").write(b"not a checkpoint"), "corrupt"),
-        (lambda: save_checkpoint(align, GPT(GPTConfig(vocab_size=tok.vocab_size)), {}, "0" * 16),
-         "another tokenizer"),
+        (lambda: open(align, "wb").write(b"not a checkpoint"), "corrupt", retrain),
         (lambda: torch.save(dict(model=GPT(GPTConfig(vocab_size=tok.vocab_size, n_embd=64)).state_dict(),
                                  model_args=dict(vocab_size=tok.vocab_size), config={},
-                                 tokenizer=tok.fingerprint), align), "model shape"),
+                                 tokenizer=tok.fingerprint), align), "model shape", retrain),
+        # a good checkpoint of another world: the advice is the right --out-dir, never to delete it
+        (lambda: save_checkpoint(align, GPT(GPTConfig(vocab_size=tok.vocab_size)), dict(out_dir="theirs"), "0" * 16),
+         "trained in another world (tokenizer 0000000000000000)", "pass --out-dir theirs"),
     ]
-    for make_bad, message in cases:
+    for make_bad, message, advice in cases:
         make_bad()
         with pytest.raises(SystemExit) as e:
             train.main(["--stage", "finetune"] + seed)
-        assert message in str(e.value) and "python train.py --stage align" in str(e.value)
+        assert message in str(e.value) and advice in str(e.value), str(e.value)
+        assert "\n" not in str(e.value) and ("delete" in str(e.value)) == (advice == retrain)
         with open(finetuned, "rb") as fh:
             assert fh.read() == b"an earlier, good run"            # nothing overwritten
         assert not os.path.exists(finetuned + ".tmp")
 
 
-def test_template_only_align_moves_only_template_embeddings(out, capsys, tok):
-    common = ["--out-dir", out, "--seed", "5", "--batch-size", "4"]
-    run(capsys, "--stage", "pretrain", "--steps", "1", *common)
-    a = run(capsys, "--stage", "align", "--align", "template", "--steps", "2", *common)
+def test_template_only_align_moves_only_template_embeddings(out, short, capsys, tok):
+    common = ["--out-dir", out, "--seed", "5"]
+    run(capsys, "--stage", "pretrain", *common)
+    a = run(capsys, "--stage", "align", "--align", "template", *common)
     assert "align-tmpl-s5" in a
     before, _ = load_checkpoint(os.path.join(out, "pretrain-s5", "ckpt.pt"))
     after, _ = load_checkpoint(a)
@@ -101,13 +171,13 @@ def test_template_only_align_moves_only_template_embeddings(out, capsys, tok):
     for (name, p0), p1 in zip(before.named_parameters(), after.parameters()):
         if name != "wte.weight":
             assert torch.equal(p0, p1), name
-    f = run(capsys, "--stage", "finetune", "--align", "template", "--steps", "1", *common)
+    f = run(capsys, "--stage", "finetune", "--align", "template", *common)
     assert "finetune-tmpl-finance-sft-s5" in f
 
 
-def test_default_align_rehearses_plain_text_between_chat_steps(out, capsys):
-    common = ["--out-dir", out, "--seed", "7", "--batch-size", "4"]
-    run(capsys, "--stage", "pretrain", "--steps", "1", *common)
+def test_default_align_rehearses_plain_text_between_chat_steps(out, short, capsys):
+    common = ["--out-dir", out, "--seed", "7"]
+    run(capsys, "--stage", "pretrain", *common)
 
     def aligned(steps, *flags):
         return list(load_checkpoint(run(capsys, "--stage", "align", "--steps", str(steps), *flags, *common))[0]
@@ -118,12 +188,12 @@ def test_default_align_rehearses_plain_text_between_chat_steps(out, capsys):
     assert config.ALIGNMENTS["rehearsed"].align.rehearse > 0 and config.ALIGNMENTS["plain"].align.rehearse == 0
     assert same(aligned(1), aligned(1, "--align", "plain"))            # step 0: the same chat batch
     assert not same(aligned(2), aligned(2, "--align", "plain"))        # step 1: plain text instead
-    f = run(capsys, "--stage", "finetune", "--align", "plain", "--steps", "1", *common)
+    f = run(capsys, "--stage", "finetune", "--align", "plain", *common)
     assert "finetune-plain-finance-sft-s7" in f
 
 
-def test_no_preamble_runs_are_named_and_recorded(out, capsys):
-    common = ["--out-dir", out, "--seed", "6", "--batch-size", "4", "--steps", "1"]
+def test_no_preamble_runs_are_named_and_recorded(out, short, capsys):
+    common = ["--out-dir", out, "--seed", "6"]
     run(capsys, "--stage", "pretrain", *common)
     a = run(capsys, "--stage", "align", "--no-preamble", *common)
     assert a.endswith(os.path.join("align-nopre-s6", "ckpt.pt"))
