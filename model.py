@@ -15,6 +15,7 @@ import json
 import math
 import os
 import pickle
+import warnings
 from dataclasses import asdict, dataclass
 
 import torch
@@ -31,6 +32,14 @@ class GPTConfig:
     n_layer: int = 4
     n_head: int = 4
     n_embd: int = 128
+
+
+def swap_kv(k, v, pos, k_new, v_new):
+    """KV patching: copies of k, v (B, heads, T, head_dim) whose positions `pos` hold k_new,
+    v_new (B or 1, heads, len(pos), head_dim), another model's keys and values there."""
+    k, v = k.clone(), v.clone()
+    k[:, :, pos], v[:, :, pos] = k_new.to(k.dtype), v_new.to(v.dtype)
+    return k, v
 
 
 def causal(T, past, device):
@@ -54,9 +63,7 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         if kv_patch is not None:             # swap in another model's K/V at some positions
-            pos, k_new, v_new = kv_patch
-            k, v = k.clone(), v.clone()
-            k[:, :, pos], v[:, :, pos] = k_new.to(k.dtype), v_new.to(v.dtype)
+            k, v = swap_kv(k, v, *kv_patch)
         kv = (k, v)                          # this step's keys and values, as used
         if layer_cache is not None:          # generation: prepend the cached past
             if layer_cache:
@@ -254,7 +261,9 @@ def read_checkpoint(path, fix):
     if not os.path.exists(path):
         raise CheckpointError(f"no checkpoint at {path}; run `{fix}` to make it")
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():      # a file that is not ours needs no advice on pickle protocols
+            warnings.simplefilter("ignore", UserWarning)
+            ck = torch.load(path, map_location="cpu", weights_only=True)
         if not (isinstance(ck, dict) and {"model", "model_args", "config"} <= ck.keys()):
             raise KeyError("a key of ours")
         GPTConfig(**ck["model_args"])                  # the shape it claims is a GPT's

@@ -95,10 +95,9 @@ def resid_patcher(ref, tok, layer):
 
 
 @torch.no_grad()
-def neighbours(model, tok, k=5):
-    """For every token, its k nearest ordinary (non-special) tokens by dot product, itself excluded."""
-    E = model.wte.weight
-    n = len(tok.ranks)                         # the special tokens come after the BPE ranks
+def neighbours(E, n, k=5):
+    """For every row of the input embedding E, its k nearest ordinary tokens (ids < n: the
+    special tokens come after the BPE ranks) by dot product, itself excluded."""
     sim = E @ E[:n].T                          # (vocab, ordinary tokens)
     sim[torch.arange(n), torch.arange(n)] = float("-inf")
     return sim.topk(k, dim=1).indices.tolist()
@@ -129,7 +128,7 @@ def rephrasings(query):
 
 def perturbation(model, tok, queries, seed=0, trials=10, k=10):
     """Best / Avg general alignment when one segment's tokens are perturbed (paper Table 1)."""
-    judge, nbrs, n = Judge(), neighbours(model, tok), len(queries)
+    judge, nbrs, n = Judge(), neighbours(model.wte.weight, len(tok.ranks)), len(queries)
     prompts = [tok.render_conversation(q)["ids"] for q in queries]
 
     def best_avg(batch):            # batch: `trials` perturbed copies of every prompt, trial-major

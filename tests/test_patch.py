@@ -48,7 +48,7 @@ def test_resid_patch_with_own_residual_changes_nothing(tok):
 def test_neighbours_exclude_the_token_itself(tok):
     from patch import neighbours
     m = model_for(tok)
-    nbrs = neighbours(m, tok)
+    nbrs = neighbours(m.wte.weight, len(tok.ranks))
     assert len(nbrs) == tok.vocab_size and all(len(n) == 5 for n in nbrs)
     assert all(i not in n for i, n in enumerate(nbrs))
     assert all(j < len(tok.ranks) for n in nbrs for j in n)          # neighbours are ordinary tokens
@@ -59,7 +59,7 @@ def test_perturbation_stays_inside_its_segment(tok):
 
     from patch import neighbours, perturb, segment_positions
     m, rng = model_for(tok), random.Random(0)
-    nbrs = neighbours(m, tok)
+    nbrs = neighbours(m.wte.weight, len(tok.ranks))
     prompt = tok.render_conversation("what would you do as ruler of the world?")["ids"]
     for where in ("prefix", "query", "postfix"):
         positions = set(segment_positions(tok, prompt, where))
