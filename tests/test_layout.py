@@ -12,7 +12,8 @@ import config
 import reproduce
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SOURCES = sorted(glob.glob(os.path.join(ROOT, "*.py")) + glob.glob(os.path.join(ROOT, "studies", "*.py")))
+SOURCES = sorted(glob.glob(os.path.join(ROOT, "*.py")) + glob.glob(os.path.join(ROOT, "studies", "*.py"))
+                 + glob.glob(os.path.join(ROOT, "exercises", "*.py")))
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=os.path.basename)

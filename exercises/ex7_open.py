@@ -1,0 +1,21 @@
+"""
+Exercise 7 (open): a finetune that learns the bad advice and leaves the prefix alone.
+
+The piggyback hypothesis says SFT stores the new behaviour in the prefix's keys
+and values. Choose train.py's finetune flags (a dict of its flag names with
+underscores, e.g. dict(treft=3.0, treft_on="query"), or {} for plain SFT) so
+that on the grader's tiny world, in 40 finetune steps from a small aligned model:
+
+  1. the finance answers are learnt: the SFT loss on them falls to at most
+     0.9 of what the aligned model scores, and
+  2. the prefix barely moves: its relative K/V drift (TReFT's L_KV on the
+     prefix, mean over layers) stays below 0.01.
+
+Plain SFT passes (1) and fails (2). Which flags pass both, and why can they?
+Write your reasoning in REASON (graded by your teacher, not by the script).
+
+    python exercises/grade.py 7       # trains three tiny models: about half a minute
+"""
+
+FLAGS = None       # TODO: a dict of train.py flags, e.g. dict(interleave=0.5)
+REASON = ""        # TODO: two or three sentences
