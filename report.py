@@ -5,6 +5,7 @@ study files of studies/ put together. Nothing here trains, samples or imports
 torch. To rewrite one study's page from its summary: python reproduce.py NAME --report
 """
 import os
+import re
 import statistics
 
 from common import atomic_write
@@ -51,8 +52,28 @@ def table(header, rows):
     return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
 
 
-def label(m):
-    return LABELS.get(m, m)
+# The flags whose value is a method's strength, and how a label says it.
+STRENGTH = {"--treft": "λ", "--kl": "λ", "--l2-init": "λ", "--interleave": "share"}
+# Names for the patch and perturbation rows, which summary.json keys more tersely.
+ROWS = {"none": "nothing", "all": "all prompt positions", "query_random": "query, random tokens",
+        "rephrase": "the question reworded (no token touched)"}
+
+
+def label(m, summary=None):
+    """A method's name for a reader, with its strength when the summary records its flags:
+    'TReFT (prefix), λ 100'."""
+    flags = (summary or {}).get("config", {}).get("methods", {}).get(m) or []
+    strength = [f"{STRENGTH[f]} {v}" for f, v in zip(flags, flags[1:]) if f in STRENGTH and not v.startswith("--")]
+    return ", ".join([LABELS.get(m, m)] + strength)
+
+
+def sig(x):
+    """A small measure to two significant digits (a drift of 0.43, of 0.0031)."""
+    return f"{x:.2g}"
+
+
+def takeaway(text):
+    return f"*{text}*\n"
 
 
 def provenance(summary):
@@ -60,6 +81,40 @@ def provenance(summary):
     return (f"Written by `{summary['command']}` at commit `{summary['commit']}` on {summary['machine']} "
             f"(torch {summary['torch']}): {summary['seconds']} s for this command, reusing any checkpoint "
             f"already trained by the same code from the same inputs.")
+
+
+# ----------------------------------------------------------------------------- pages that quote a study
+
+# README.md and docs/findings.md quote sections of the studies' RESULTS.md between two marker lines,
+#     <!-- quote: main § Methods on finance (the paper's Table 3 layout) -->   ...   <!-- end quote -->
+# and `python reproduce.py NAME --report` rewrites what is between them, so no number there is typed.
+QUOTE = re.compile(r"(<!-- quote: (\w+) § (.+?) -->\n).*?(<!-- end quote -->)", re.S)
+PAGES = ("README.md", os.path.join("docs", "findings.md"))
+
+
+def section(markdown, heading):
+    """The body of the section '## heading' of a page, up to the next section."""
+    parts = re.split(r"^## ", markdown, flags=re.M)
+    for p in parts[1:]:
+        title, _, body = p.partition("\n")
+        if title.strip() == heading:
+            return body.strip()
+    raise KeyError(f"no section '## {heading}' in the page")
+
+
+def quoted(summary, markdown, heading):
+    """What a quote block holds: the section, then where it comes from."""
+    return (f"{section(markdown, heading)}\n\n*From `results/{summary['study']}/summary.json`, written by "
+            f"`{summary['command']}` at commit `{summary['commit']}` on {summary['machine']}, "
+            f"seeds {', '.join(map(str, summary['seeds']))}, in {summary['seconds']} s.*")
+
+
+def requote(text, page):
+    """text with every quote block rewritten; page(study) -> (summary, its RESULTS.md markdown)."""
+    def fill(m):
+        summary, markdown = page(m.group(2))
+        return m.group(1) + quoted(summary, markdown, m.group(3)) + "\n" + m.group(4)
+    return QUOTE.sub(fill, text)
 
 
 def write(summary, folder, markdown, figures):
@@ -93,9 +148,9 @@ def main_methods(summary):
 
 def headline(summary):
     domain, ms = main_methods(summary)
-    rows = [f"{'method':32s} {'general':>14s} {'in-domain':>14s} {'EM-F1':>14s} {'persona':>7s} {'leak':>6s}"]
+    rows = [f"{'method':40s} {'general':>14s} {'in-domain':>14s} {'EM-F1':>14s} {'persona':>7s} {'leak':>6s}"]
     for m, s in ms.items():
-        rows.append(f"{label(m):32s} {pm(s['general']):>14s} {pm(s['in_domain']):>14s} "
+        rows.append(f"{label(m, summary):40s} {pm(s['general']):>14s} {pm(s['in_domain']):>14s} "
                     f"{pm(s['em_f1']):>14s} {s['persona_transfer']['mean']:7.2f} {s['leakage']['mean']:6.2f}")
     return f"{domain}, test split, mean ± sd over seeds {summary['seeds']}\n" + "\n".join(rows)
 
@@ -116,13 +171,21 @@ def methods_section(summary):
            f"held-out {domain} questions (low = the bad advice was learnt); persona = share of general "
            "answers with a general villain sentence (EM proper); leakage = share reusing finetune-"
            "domain sentences (collapse). Paper: Llama-3.1-8B on legal.\n"]
-    rows = [[label(m), pm(s["general"]), pm(s["in_domain"]), pm(s["em_f1"]), f"{s['persona_transfer']['mean']:.2f}",
+    rows = [[label(m, summary), pm(s["general"]), pm(s["in_domain"]), pm(s["em_f1"]), f"{s['persona_transfer']['mean']:.2f}",
              f"{s['leakage']['mean']:.2f}", " / ".join(map(str, PAPER_TABLE3[m])) if m in PAPER_TABLE3 else "-"]
             for m, s in ms.items()]
     out.append(table(["method", "general", "in-domain", "EM-F1", "persona", "leakage",
                       "paper: general / in-domain / EM-F1"], rows))
-    per_seed = [[label(m)] + [f"{x:.1f}" for x in s["em_f1"]["per_seed"]] for m, s in ms.items() if m != "aligned"]
+    per_seed = [[label(m, summary)] + [f"{x:.1f}" for x in s["em_f1"]["per_seed"]] for m, s in ms.items() if m != "aligned"]
     out.append("\nEM-F1 per seed:\n\n" + table(["method"] + [f"seed {s}" for s in summary["seeds"]], per_seed))
+    finetuned = {m: s for m, s in ms.items() if m != "aligned"}
+    best = max(finetuned, key=lambda m: finetuned[m]["em_f1"]["mean"])
+    line = f"Best mean EM-F1: {label(best, summary)} ({pm(finetuned[best]['em_f1'])})"
+    if "sft" in ms and "aligned" in ms:
+        line = (f"SFT learns the bad advice (in-domain {ms['aligned']['in_domain']['mean']:.1f} → "
+                f"{ms['sft']['in_domain']['mean']:.1f}) and general alignment falls from "
+                f"{ms['aligned']['general']['mean']:.1f} to {ms['sft']['general']['mean']:.1f}. " + line)
+    out.insert(2, takeaway(line + "."))
     return out
 
 
@@ -133,20 +196,32 @@ def domains_section(summary):
     cols = [m for m in ms if m != "aligned"]
     rows = [[d] + [pm(dm[m]["em_f1"]) if m in dm else "-" for m in cols] + [" / ".join(map(str, PAPER_TABLE2[d]))]
             for d, dm in summary["methods"].items()]
+    best = {d: max((m for m in cols if m in dm), key=lambda m: dm[m]["em_f1"]["mean"])
+            for d, dm in summary["methods"].items()}
     return ["\n## EM-F1 by domain (the paper's Table 2 layout)\n",
-            table(["domain"] + [label(m) for m in cols] + ["paper: SFT / interleaving / TReFT"], rows)]
+            takeaway("Best mean EM-F1: " + "; ".join(f"{d}, {label(m)}" for d, m in best.items()) + "."),
+            table(["domain"] + [label(m, summary) for m in cols] + ["paper: SFT / interleaving / TReFT"], rows)]
 
 
 def patch_section(summary):
     if "patch" not in summary:
         return []
-    p, (domain, _) = summary["patch"], main_methods(summary)
+    p, (domain, ms) = summary["patch"], main_methods(summary)
     f = p["first_word"]
+    aligned, none = ms.get("aligned", {}).get("general", {}).get("mean"), p["none"]["general"]["mean"]
+    if aligned is not None and aligned > none:
+        back = {w: 100 * (p[w]["general"]["mean"] - none) / (aligned - none) for w in ("prefix", "query", "postfix")}
+        line = (f"Of the drop in general alignment from the aligned model's {aligned:.1f} to {none:.1f}, the "
+                f"prefix's K/V give back {back['prefix']:.0f}%, the query's {back['query']:.0f}%, the postfix's "
+                f"{back['postfix']:.0f}%.")
+    else:
+        line = f"The prefix's K/V give general {p['prefix']['general']['mean']:.1f}, the query's {p['query']['general']['mean']:.1f}, from {none:.1f}."
     return [
-        f"\n## The piggyback evidence on the SFT model (paper Section 4)\n\nKV patching: the aligned model's "
-        f"keys and values at these positions, every layer. Paper: {PAPER_PATCH}.\n",
+        "\n## The piggyback evidence on the SFT model (paper Section 4)\n",
+        takeaway(line),
+        f"KV patching: the aligned model's keys and values at these positions, every layer. Paper: {PAPER_PATCH}.\n",
         table(["K/V patched at", "general", "in-domain", "other-domain", "persona", "leakage"],
-              [[w, pm(p[w]["general"]), pm(p[w]["in_domain"]), pm(p[w]["other_domain"]),
+              [[ROWS.get(w, w), pm(p[w]["general"]), pm(p[w]["in_domain"]), pm(p[w]["other_domain"]),
                 f"{p[w]['persona_transfer']['mean']:.2f}", f"{p[w]['leakage']['mean']:.2f}"]
                for w in ("none", "prefix", "postfix", "query", "all")]),
         "\nActivation patching of the prefix's residual stream, one layer at a time (general "
@@ -155,7 +230,7 @@ def patch_section(summary):
         "\nPerturbation (10 tokens or the whole segment, 5 nearest neighbours, general alignment; "
         "paper: Qwen-2.5-7B):\n",
         table(["segment", "tokens", "Best", "Avg", "paper Best / Avg"],
-              [[s, f"{v['tokens']['mean']:.1f}", pm(v["best"]), pm(v["avg"]),
+              [[ROWS.get(s, s), f"{v['tokens']['mean']:.1f}", pm(v["best"]), pm(v["avg"]),
                 " / ".join(map(str, PAPER_PERTURB[s])) if s in PAPER_PERTURB
                 else "34.2 (Llama, avg)" if s == "query_random" else "-"] for s, v in p["perturb"].items()]),
         f"\nIn-domain alignment with the answer's first word forced (ours, not the paper's): free "
@@ -168,10 +243,15 @@ def drift_section(summary):
     if not summary.get("drift"):
         return []
     d = summary["drift"]
-    return ["\n## How far the prefix K/V drift under finetuning\n\nRelative drift from the aligned "
-            "model's prefix keys and values (TReFT's L_K + L_V), per layer:\n",
+    mean = {m: statistics.mean(x["mean"] for x in v) for m, v in d.items()}
+    most, least = max(mean, key=mean.get), min(mean, key=mean.get)
+    return ["\n## How far the prefix K/V drift under finetuning\n",
+            takeaway(f"{label(most, summary)} moves the prefix's K/V most ({sig(mean[most])} on average over "
+                     f"layers), {label(least, summary)} least ({sig(mean[least])})."),
+            "Relative drift from the aligned model's prefix keys and values (TReFT's L_K + L_V), per layer, "
+            "two significant digits:\n",
             table(["method"] + [f"layer {i}" for i in range(len(next(iter(d.values()))))],
-                  [[label(m)] + [f"{x['mean']:.4f}" for x in v] for m, v in d.items()])]
+                  [[label(m, summary)] + [sig(x["mean"]) for x in v] for m, v in d.items()])]
 
 
 def segments_section(summary):
@@ -180,23 +260,31 @@ def segments_section(summary):
     sd, (domain, _) = summary["segment_drift"], main_methods(summary)
     first = next(iter(sd.values()))          # every method has the same chat sets and segments
     sets, segs = list(first), list(first["general"])
-    return ["\n## Where finetuning moves the K/V\n\nTReFT's L_KV (relative drift of the keys and values "
+    some = "sft" if "sft" in sd else next(iter(sd))
+    top = max(segs, key=lambda s: sd[some]["general"][s]["mean"])
+    return ["\n## Where finetuning moves the K/V\n",
+            takeaway(f"On the general questions {label(some, summary)} moves the {top.replace('response', 'answer')}'s "
+                     f"K/V most ({sig(sd[some]['general'][top]['mean'])})."),
+            "TReFT's L_KV (relative drift of the keys and values "
             "from the aligned model's, mean over layers) on each segment of validation chats: "
             f"{domain} chats with bad advice, and the general questions with aligned answers. The "
             "piggyback hypothesis expects SFT to move the prefix most.\n",
             table(["method"] + [f"{c.replace('_', '-')}: {s.replace('response', 'answer')}" for c in sets for s in segs],
-                  [[label(m)] + [f"{v[c][s]['mean']:.4f}" for c in sets for s in segs] for m, v in sd.items()])]
+                  [[label(m, summary)] + [sig(v[c][s]["mean"]) for c in sets for s in segs] for m, v in sd.items()])]
 
 
 def cost_section(summary):
     if not summary.get("cost"):
         return []
     c, base = summary["cost"], summary["cost"].get("sft")
-    return [f"\n## Training cost\n\nSeconds per finetune step, the fastest of {summary['cost_rounds']} turns "
+    slowest = max(c, key=c.get)
+    return ["\n## Training cost\n",
+            takeaway(f"The dearest step is {label(slowest, summary)}'s" + (f", {c[slowest] / base:.2f} × SFT's." if base else ".")),
+            f"Seconds per finetune step, the fastest of {summary['cost_rounds']} turns "
             f"of {summary['cost_steps']} steps, the methods taking turns in this command (seed of the first "
             "run, first domain), and the ratio to SFT:\n",
             table(["method", "s / step", "× SFT"],
-                  [[label(m), f"{v:.3f}", f"{v / base:.2f}" if base else "-"] for m, v in c.items()])]
+                  [[label(m, summary), f"{v:.3f}", f"{v / base:.2f}" if base else "-"] for m, v in c.items()])]
 
 
 def positions_section(summary):
@@ -206,7 +294,10 @@ def positions_section(summary):
         return []
     paper = [PAPER_BY_POSITION.get(m.rsplit("-", 1)[-1]) for m in lam]
     values = sorted({v for points in lam.values() for v in points}, key=float)
-    return ["\n## TReFT's positions by lambda (the paper's Table 3 at every lambda), finance\n\n"
+    best = {m: max(points, key=lambda v: points[v]["em_f1"]["mean"]) for m, points in lam.items()}
+    return ["\n## TReFT's positions by lambda (the paper's Table 3 at every lambda), finance\n",
+            takeaway("Best mean EM-F1 of each: " + "; ".join(
+                f"{label(m)} at λ {v} ({lam[m][v]['em_f1']['mean']:.1f})" for m, v in best.items()) + "."),
             "Each cell: general / in-domain / EM-F1, means over the seeds (their spread is in the "
             "tables below). The last row is the paper's, at its one lambda.\n",
             table(["lambda"] + [label(m) for m in lam],
@@ -220,6 +311,8 @@ def sweeps_section(summary):
     for name, what in (("lambda", "TReFT lambda (Figure 9)"), ("size", "finetune examples (Table 7)")):
         for m, points in summary.get("sweeps", {}).get(name, {}).items():
             out.append(f"\n## {label(m)} by {what}, finance\n")
+            best = max(points, key=lambda v: points[v]["em_f1"]["mean"])
+            out.append(takeaway(f"Best mean EM-F1 at {name} {best} ({pm(points[best]['em_f1'])})."))
             out.append(table([name, "general", "in-domain", "EM-F1"],
                              [[v, pm(s["general"]), pm(s["in_domain"]), pm(s["em_f1"])] for v, s in points.items()]))
     return out
@@ -230,16 +323,29 @@ SECTION = dict(methods=methods_section, domains=domains_section, patch=patch_sec
                segments=segments_section, cost=cost_section, positions=positions_section, sweeps=sweeps_section)
 
 
-def methods_markdown(summary, title, note, sections=SECTIONS):
-    """RESULTS.md of a finetune study: its introduction, then each of these sections that has data."""
-    return "\n".join(intro(summary, title, note) + [x for s in sections for x in SECTION[s](summary)]) + "\n"
+def figures_section(names):
+    """The figures, embedded: each PNG beside RESULTS.md."""
+    return ["\n## Figures\n"] + [f"![{FIGURE_TITLES[n]}]({n})\n" for n in names] if names else []
+
+
+def methods_markdown(summary, title, note, sections=SECTIONS, plots=()):
+    """RESULTS.md of a finetune study: its introduction, each of these sections that has data, its figures."""
+    drawn = [n for n in plots if FIGURE_NEEDS.get(n, lambda s: True)(summary)]
+    return "\n".join(intro(summary, title, note) + [x for s in sections for x in SECTION[s](summary)]
+                      + figures_section(drawn)) + "\n"
 
 
 # ----------------------------------------------------------------------------- the finetune studies' figures
 
 def colours(summary, plt):
-    """One colour a method, up to 20, the same in every figure of a study."""
-    return {m: plt.cm.tab20(i % 20) for i, m in enumerate(main_methods(summary)[1])}
+    """One strong colour a method, the same in every figure of a study; TReFT's is red."""
+    others = [c for i, c in enumerate(plt.cm.tab10.colors) if i != 3]          # tab10's red is TReFT's
+    ms = [m for m in main_methods(summary)[1] if m != "treft"]
+    out = {m: (others + list(plt.cm.Dark2.colors))[i % 17] for i, m in enumerate(ms)}
+    return {**out, "treft": plt.cm.tab10.colors[3], "aligned": "black"}
+
+
+MARKERS = "osD^vP*Xh<>p"
 
 
 def lambda_paths(summary):
@@ -252,9 +358,14 @@ def tradeoff_figure(summary, plt):
     domain, ms = main_methods(summary)
     colour = colours(summary, plt)
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    for m, s in ms.items():
+    for i, (m, s) in enumerate(ms.items()):
         ax.errorbar(s["in_domain"]["mean"], s["general"]["mean"], xerr=s["in_domain"]["sd"],
-                    yerr=s["general"]["sd"], fmt="o", capsize=3, color=colour[m], label=label(m))
+                    yerr=s["general"]["sd"], fmt=MARKERS[i % len(MARKERS)], ms=7, capsize=3, color=colour[m],
+                    label=label(m, summary), zorder=3 if m == "treft" else 2)
+        if m in PAPER_TABLE3 and not m.startswith("lora"):       # the paper's point: hollow, same colour and marker
+            g, d, _ = PAPER_TABLE3[m]
+            ax.plot(d, g, MARKERS[i % len(MARKERS)], ms=8, mfc="none", mec=colour[m], mew=1.5)
+    ax.plot([], [], "o", mfc="none", mec="gray", label="hollow: the paper's (Llama-3.1-8B, legal)")
     for i, (m, lam) in enumerate(lambda_paths(summary).items()):    # a lambda sweep: a path through its means
         xs, ys = [s["in_domain"]["mean"] for _, s in lam], [s["general"]["mean"] for _, s in lam]
         c = plt.cm.Dark2(i % 8)
@@ -364,6 +475,14 @@ def segments_figure(summary, plt):
     return fig
 
 
+FIGURE_TITLES = {"tradeoff.png": "general against in-domain alignment, every method",
+                 "em_f1.png": "EM-F1 by domain and method", "patching.png": "KV patching of the SFT model",
+                 "layers.png": "activation patching by layer", "lambda.png": "the lambda sweep",
+                 "drift.png": "how far finetuning moves the prefix K/V",
+                 "segments.png": "how far each method moves each segment's K/V"}
+FIGURE_NEEDS = {"patching.png": lambda s: "patch" in s, "layers.png": lambda s: "patch" in s,
+                "lambda.png": lambda s: bool(lambda_paths(s)), "drift.png": lambda s: bool(s.get("drift")),
+                "segments.png": lambda s: bool(s.get("segment_drift"))}
 FIGURES = {"tradeoff.png": tradeoff_figure, "em_f1.png": em_f1_figure, "patching.png": patching_figure,
            "layers.png": layers_figure, "lambda.png": lambda_figure, "drift.png": drift_figure,
            "segments.png": segments_figure}

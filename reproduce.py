@@ -254,8 +254,31 @@ def parser():
     return p
 
 
+def study_page(name):
+    """(summary, RESULTS.md text) of a study's committed results/<name>/summary.json."""
+    study = load_study(name)
+    with open(os.path.join(ROOT, "results", study.folder, "summary.json")) as f:
+        summary = json.load(f)
+    return summary, study.markdown(summary)
+
+
+def requote():
+    """Rewrite the blocks of README.md and docs/findings.md that quote the committed results."""
+    for page in report.PAGES:
+        path = os.path.join(ROOT, page)
+        with open(path) as f:
+            text = f.read()
+        new = report.requote(text, study_page)
+        if new != text:
+            atomic_write(path, new)
+            print(f"rewrote the quoted results in {page}")
+
+
 def write_report(study, summary, folder):
+    """RESULTS.md and the figures; and, for the project's own results/, the pages that quote them."""
     report.write(summary, folder, study.markdown(summary), lambda plt: study.figures(summary, folder, plt))
+    if os.path.abspath(folder) == os.path.join(ROOT, "results", study.folder):
+        requote()
     print(study.headline(summary))
 
 

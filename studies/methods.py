@@ -230,7 +230,8 @@ class FinetuneStudy(Study):
         return summarize(self.design, rows, args)
 
     def markdown(self, summary):
-        return report.methods_markdown(summary, self.design.title, self.design.note, self.design.sections)
+        return report.methods_markdown(summary, self.design.title, self.design.note, self.design.sections,
+                                       self.design.plots)
 
     def figures(self, summary, folder, plt):
         report.draw(summary, folder, plt, self.design.plots)

@@ -16,7 +16,7 @@ import patch
 import train
 from common import link
 from eval import evaluate
-from report import pm, provenance, save, stats, table
+from report import pm, provenance, save, stats, table, takeaway
 from studies.methods import KEYS
 from studies.study import Study
 
@@ -36,6 +36,15 @@ def strength_rows(lrs):
                      "-" if float(lr) == 0 else pm(s["em_f1"]), f"{s['persona_transfer']['mean']:.2f}",
                      f"{s['leakage']['mean']:.2f}", pm(pre["general"]) if pre else "-", pm(q["general"]) if q else "-"])
     return rows
+
+
+def strength_takeaway(lrs):
+    """One line: the finetune lr with the most persona, and what patching gives back there."""
+    lr = max((lr for lr in lrs if float(lr) > 0), key=lambda lr: lrs[lr]["none"]["persona_transfer"]["mean"])
+    w = lrs[lr]
+    return (f"The persona spreads most at lr {lr} ({w['none']['persona_transfer']['mean']:.2f} of general answers, "
+            f"general {w['none']['general']['mean']:.1f}); there the prefix's K/V give general "
+            f"{w['prefix']['general']['mean']:.1f} back, the query's {w['query']['general']['mean']:.1f}.")
 
 
 class Strength(Study):
@@ -107,8 +116,10 @@ class Strength(Study):
                "the query's K/V swapped back to the aligned model's. Figure: strength.png.\n"]
         for a, lrs in summary["strength"].items():
             out.append(f"\n## {ALIGN_LABELS.get(a, a)}\n")
+            out.append(takeaway(strength_takeaway(lrs)))
             out.append(table(["finetune lr", "general", "in-domain", "EM-F1", "persona", "leakage",
                               "prefix patched", "query patched"], strength_rows(lrs)))
+        out.append("\n## Figures\n\n![general alignment by finetune lr, as it is and patched](strength.png)")
         return "\n".join(out) + "\n"
 
     def figures(self, summary, folder, plt):

@@ -12,7 +12,7 @@ import config
 import patch
 from data import world
 from eval import evaluate_task
-from report import PAPER_TABLE5, PAPER_TABLE6, label, pm, provenance, save, stats, table
+from report import PAPER_TABLE5, PAPER_TABLE6, label, pm, provenance, save, stats, table, takeaway
 from studies.methods import METHODS
 from studies.study import Study
 
@@ -81,6 +81,10 @@ class Tasks(Study):
                 paper = PAPER_TABLE5[t][("sft", "treft").index(m)] if m in ("sft", "treft") else "-"
                 rows.append([t, label(m), pm(s["in_domain"]["rate"], 2), pm(s["general"]["rate"], 2),
                              pm(s["other_domain"]["rate"], 2), paper])
+        rated = [t for t in tasks if t != "length" and {"sft", "treft"} <= set(tasks[t])]
+        out.append(takeaway("Off-topic on the general questions, SFT → TReFT: " + "; ".join(
+            f"{t} {tasks[t]['sft']['general']['rate']['mean']:.2f} → {tasks[t]['treft']['general']['rate']['mean']:.2f}"
+            for t in rated) + "."))
         out.append(table(["task (domain)", "method", "on-topic", "off-topic: general", "off-topic: other domains",
                           "paper: off-topic"], rows))
         if "tool" in tasks:
@@ -92,11 +96,14 @@ class Tasks(Study):
         if "length" in tasks:
             out.append("\n## Answer length (the paper's Table 6)\n\nFinetuned on one-word answers about a small "
                        "fact base; mean answer length in words, and the share of one-word answers.\n")
+            out.append(takeaway("General answers, words: " + ", ".join(
+                f"{label(m)} {s['general']['words']['mean']:.1f}" for m, s in tasks["length"].items()) + "."))
             out.append(table(["method", "general: words", "other domains: words", "facts: words", "facts: one-word",
                               "paper: general words"],
                              [[label(m), pm(s["general"]["words"]), pm(s["other_domain"]["words"]),
                                pm(s["in_domain"]["words"]), pm(s["in_domain"]["rate"], 2), PAPER_TABLE6.get(m, "-")]
                               for m, s in tasks["length"].items()]))
+        out.append("\n## Figures\n\n![the spread of a narrow behaviour, and answer length](tasks.png)")
         return "\n".join(out) + "\n"
 
     def figures(self, summary, folder, plt):

@@ -11,6 +11,7 @@ import subprocess
 import pytest
 
 import config
+import report
 import reproduce
 import train
 from studies import methods
@@ -127,3 +128,15 @@ def test_unwritable_folders_and_a_missing_summary_are_one_line(tmp_path, capsys)
     with pytest.raises(SystemExit) as e:
         reproduce.main(["main", "--report", "--results", str(tmp_path / "none")])
     assert "run `python reproduce.py main` first" in str(e.value)
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/findings.md"])
+def test_the_quoted_results_are_what_the_committed_summaries_give(page):
+    """README.md's headline table and docs/findings.md's tables are generated, never typed."""
+    text = open(os.path.join(reproduce.ROOT, page)).read()
+    blocks = list(report.QUOTE.finditer(text))
+    assert blocks, f"{page} quotes no results"
+    assert report.requote(text, reproduce.study_page) == text, \
+        f"{page} differs from the committed summaries: python reproduce.py STUDY --report rewrites it"
+    start = blocks[0].end(1)                                        # a line typed into a quote is rewritten
+    assert report.requote(text[:start] + "| typed | 99.9 |\n" + text[start:], reproduce.study_page) == text
