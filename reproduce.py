@@ -96,16 +96,17 @@ def header(args, seconds):
 class Sweep:
     """Trains or reuses runs, measures them, and sends every measurement to the log."""
 
-    def __init__(self, args, log, flags=()):
-        self.args, self.log, self.rows = args, log, []
+    def __init__(self, args, log, flags=(), status=None):
+        self.args, self.log, self.rows, self.status = args, log, [], status
         self.common = ["--out-dir", args.out_dir, "--device", args.device, "--quiet", *flags]
 
     def checkpoint(self, stage, seed, flags=()):
         """The path of an up-to-date checkpoint for these flags, training what is stale first."""
         targs = train.parse(["--stage", stage, "--seed", str(seed), *self.common, *flags])
+        progress = self.status and (lambda text: self.status(f"seed {seed}", text))
         for s in config.STAGES[:config.STAGES.index(stage) + 1]:     # pretrain, align, ... in order
             if not up_to_date(s, targs):
-                train.train_stage(s, targs)
+                train.train_stage(s, targs, progress)
         return config.ckpt_path(stage, targs)
 
     def world(self):
@@ -154,6 +155,9 @@ class Relay:
     def update(self, n=1):
         self.q.put(("tick", n))
 
+    def status(self, key, text):
+        self.q.put(("status", (key, text)))
+
 
 def load_study(name):
     """The STUDY object of studies/<name>.py."""
@@ -161,7 +165,8 @@ def load_study(name):
 
 
 def run_seeds(study, args, seeds, log, bar):
-    sweep = Sweep(args, log, study.train_flags)
+    status = bar.status if isinstance(bar, Relay) else (lambda key, text: bar.set_postfix_str(f"{key}: {text}"))
+    sweep = Sweep(args, log, study.train_flags, status)
     for seed in seeds:
         study.run_seed(seed, sweep, bar)
     return sweep
@@ -182,8 +187,9 @@ def worker(args, seeds, threads, q):
 
 
 def gather(procs, q, log, bar):
-    """The workers' rows (written to the log as they come) and their errors, once all are done."""
-    rows, running, errors = [], len(procs), []
+    """The workers' rows (written to the log as they come) and their errors, once all are done.
+    What each seed is training shows beside the bar, which counts finished runs only."""
+    rows, running, errors, training = [], len(procs), [], {}
     while running:
         try:
             kind, x = q.get(timeout=5)
@@ -198,6 +204,9 @@ def gather(procs, q, log, bar):
             rows.append(json.loads(x))
         elif kind == "tick":
             bar.update(x)
+        elif kind == "status":
+            training[x[0]] = x[1]
+            bar.set_postfix_str("; ".join(f"{k}: {v}" for k, v in sorted(training.items())))
         else:
             running -= 1
             errors += [x] if x else []

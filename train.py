@@ -202,14 +202,15 @@ def lr_at(step, steps, lr, warmup):
     return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def train_stage(stage, args):
-    """Train one stage (building a missing input first) and return its checkpoint path."""
+def train_stage(stage, args, progress=None):
+    """Train one stage (building a missing input first) and return its checkpoint path.
+    progress(text), if given, hears how far the stage is every few steps (reproduce.py's bar)."""
     world_dir, tok = get_world(args.out_dir)
     if args.no_preamble and stage != "pretrain":
         tok = tok.with_preamble(None)
     if stage != "pretrain" and not os.path.exists(ckpt_path(PREVIOUS[stage], args)):
         print(f"{stage} needs {ckpt_path(PREVIOUS[stage], args)}, which is missing: training {PREVIOUS[stage]} first")
-        train_stage(PREVIOUS[stage], args)
+        train_stage(PREVIOUS[stage], args, progress)
     hp, spec = stage_hyper(stage, args), run_spec(stage, args)
     torch.manual_seed(args.seed)                  # seeded here, after any stage built first
     rng = np.random.default_rng(args.seed)
@@ -239,6 +240,8 @@ def train_stage(stage, args):
             check_finite(recent, step + 1 - len(recent), stage, hp)
             recent = []
             bar.set_postfix(sft=f"{sft.item():.3f}", loss=f"{loss.item():.3f}")
+            if progress:
+                progress(f"{stage} {step + 1}/{hp.steps}")
     return save_run(stage, args, model, tok, hp, spec, sft.item(), time.time() - t0)
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import statistics
 import subprocess
+from types import SimpleNamespace
 
 import pytest
 
@@ -140,3 +141,12 @@ def test_the_quoted_results_are_what_the_committed_summaries_give(page):
         f"{page} differs from the committed summaries: python reproduce.py STUDY --report rewrites it"
     start = blocks[0].end(1)                                        # a line typed into a quote is rewritten
     assert report.requote(text[:start] + "| typed | 99.9 |\n" + text[start:], reproduce.study_page) == text
+
+
+def test_the_bar_hears_how_far_each_stage_is(out, short):
+    """The first runs of a study take minutes: the bar shows the running stage's steps meanwhile."""
+    heard = []
+    sweep = reproduce.Sweep(SimpleNamespace(out_dir=out, device="cpu"), None, status=lambda *kt: heard.append(kt))
+    sweep.checkpoint("align", 23)
+    assert heard == [("seed 23", "pretrain 1/2"), ("seed 23", "pretrain 2/2"),
+                     ("seed 23", "align 1/2"), ("seed 23", "align 2/2")]
