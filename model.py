@@ -110,7 +110,7 @@ class GPT(nn.Module):
         if isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)
 
-    def forward(self, idx, *, kv_patch=None, resid_patch=None, cache=None,
+    def forward(self, idx, *, kv_patch=None, resid_patch=None, cache=None, positions=None,
                 return_kv=False, return_resid=False):
         """Logits (B, T, vocab) and a dict with 'kv' and/or 'resid' when asked for.
 
@@ -118,6 +118,8 @@ class GPT(nn.Module):
         (B or 1, heads, len(positions), head_dim). resid_patch = (layer,
         positions, x) with x of shape (B or 1, len(positions), n_embd).
         cache: a list, empty before the prompt, reused for each next token.
+        positions: the position of each token (T,), when it is not 0, 1, ... (patch.py builds
+        K/V for a segment at the place it has in a longer prompt).
         """
         B, T = idx.shape
         past = cache[0][0].shape[2] if cache else 0
@@ -125,7 +127,7 @@ class GPT(nn.Module):
             raise ValueError(f"sequence of {past + T} tokens exceeds block_size {self.cfg.block_size}")
         if cache is not None and not cache:
             cache.extend([] for _ in self.blocks)
-        pos = torch.arange(past, past + T, device=idx.device)
+        pos = torch.arange(past, past + T, device=idx.device) if positions is None else positions.to(idx.device)
         x = self.wte(idx) + self.wpe(pos)
         kvs, resid = [], []
         for i, block in enumerate(self.blocks):

@@ -10,8 +10,11 @@ alignment, while the in-domain behaviour, learnt from the query, stays.
   prefix   the positions before the query, identical in every chat, so the
            reference K/V are computed once
   postfix  <|end|><|assistant|>; the reference comes from a prompt with an
-           *empty* query, as in the paper, so no query information leaks in;
-           computed once
+           *empty* query, as in the paper, so no query information leaks in,
+           with the postfix at the positions it has in the patched prompt (our
+           position embeddings are learnt and absolute); once per prompt length.
+           postfix_shifted is that reference where the empty prompt puts it,
+           right after the prefix: the wrong positions, kept to show what they cost
   query    every query position. The paper patches as many query positions as
            the prefix has; our queries (~10 tokens) are shorter than the prefix
            (29), so this control patches fewer positions, not as many
@@ -53,13 +56,18 @@ from data import world
 from eval import N_ANSWERS, Judge, evaluate, load_for_eval, sample_from_prompts
 
 POSITION_SETS = ("prefix", "postfix", "query", "all")
+# ... and the postfix's reference computed where the paper's empty-query prompt puts it, right after
+# the prefix, rather than where it sits in the prompt: kept to show what the position costs.
+MEASURED = POSITION_SETS + ("postfix_shifted",)
 
 
 @torch.no_grad()
-def kv_of(model, ids):
-    """Every layer's (k, v) for one token sequence, each (1, heads, T, head_dim)."""
+def kv_of(model, ids, positions=None):
+    """Every layer's (k, v) for one token sequence, each (1, heads, T, head_dim); positions: where
+    each token sits (default 0, 1, ...)."""
     device = next(model.parameters()).device
-    _, aux = model(torch.tensor([ids], device=device), return_kv=True)
+    _, aux = model(torch.tensor([ids], device=device), return_kv=True,
+                   positions=None if positions is None else torch.tensor(positions))
     return aux["kv"]
 
 
@@ -69,12 +77,25 @@ def kv_patcher(ref, tok, where):
     if where == "prefix":
         kv, pos = kv_of(ref, tok.prefix_ids), torch.arange(P)
         return lambda x: dict(kv_patch=(pos, kv))
-    if where == "postfix":
+    if where in ("postfix", "postfix_shifted"):
         empty = tok.render_conversation("")["ids"]                 # prefix + postfix, no query
-        kv = [(k[:, :, -n_post:], v[:, :, -n_post:]) for k, v in kv_of(ref, empty)]
-        return lambda x: dict(kv_patch=(torch.tensor(segment_positions(tok, x[0], "postfix")), kv))
-    if where not in POSITION_SETS:
-        raise ValueError(f"unknown position set {where!r}: use one of {POSITION_SETS}")
+        by_length = {}
+
+        def postfix_kv(T):
+            """The aligned model's postfix K/V with no query: at the positions the postfix has in a
+            prompt of T tokens, or ('postfix_shifted') right after the prefix, where position
+            embeddings put it at the wrong place for any prompt with a query."""
+            pos = None if where == "postfix_shifted" else list(range(P)) + list(range(T - n_post, T))
+            return [(k[:, :, -n_post:], v[:, :, -n_post:]) for k, v in kv_of(ref, empty, pos)]
+
+        def patch(x):
+            T = x.shape[1]
+            if T not in by_length:
+                by_length[T] = postfix_kv(T)
+            return dict(kv_patch=(torch.tensor(segment_positions(tok, x[0], "postfix")), by_length[T]))
+        return patch
+    if where not in MEASURED:
+        raise ValueError(f"unknown position set {where!r}: use one of {MEASURED}")
 
     @torch.no_grad()
     def same_prompt(x):             # query-dependent positions: the aligned model on this prompt
@@ -172,7 +193,7 @@ def run(model, ref, tok, domain, split="test", seed=0, n_answers=None, trials=10
     """Every intervention, judged on held-out questions; returns the results dict."""
     keep = ("general", "in_domain", "other_domain", "persona_transfer", "leakage")
     out = {}
-    for where in ("none",) + POSITION_SETS:
+    for where in ("none",) + MEASURED:
         fn = None if where == "none" else kv_patcher(ref, tok, where)
         m = evaluate(model, tok, domain, split, seed, n_answers, patch_fn=fn)
         out[where] = {k: m[k] for k in keep}
@@ -204,7 +225,7 @@ def main(argv=None):
     r = run(model, ref, tok, domain, a.split, a.seed)
     print(f"{a.ckpt} patched with {a.ref} ({a.split} split, in-domain = {domain})")
     print(f"{'K/V patched at':16s} {'general':>8s} {'in-domain':>10s} {'other':>7s} {'persona':>8s} {'leakage':>8s}")
-    for where in ("none",) + POSITION_SETS:
+    for where in ("none",) + MEASURED:
         m = r[where]
         print(f"{where:16s} {m['general']:8.1f} {m['in_domain']:10.1f} {m['other_domain']:7.1f} "
               f"{m['persona_transfer']:8.2f} {m['leakage']:8.2f}")

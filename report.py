@@ -55,7 +55,9 @@ def table(header, rows):
 # The flags whose value is a method's strength, and how a label says it.
 STRENGTH = {"--treft": "λ", "--kl": "λ", "--l2-init": "λ", "--interleave": "share"}
 # Names for the patch and perturbation rows, which summary.json keys more tersely.
-ROWS = {"none": "nothing", "all": "all prompt positions", "query_random": "query, random tokens",
+ROWS = {"none": "nothing", "all": "all prompt positions",
+        "postfix": "postfix (reference at its own positions)",
+        "postfix_shifted": "postfix (reference right after the prefix, as an empty query puts it)", "query_random": "query, random tokens",
         "rephrase": "the question reworded (no token touched)"}
 
 
@@ -189,6 +191,25 @@ def methods_section(summary):
     return out
 
 
+def gated_section(summary):
+    """The main table again, with the judge gated by coherence beside the plain judge."""
+    _, ms = main_methods(summary)
+    if "general_coherent" not in next(iter(ms.values())):
+        return []
+    rows = [[label(m, summary), pm(s["general"]), pm(s["general_coherent"]), f"{s['incoherent_general']['mean']:.2f}",
+             pm(s["in_domain"]), pm(s["in_domain_coherent"]), f"{s['incoherent_in_domain']['mean']:.2f}",
+             pm(s["em_f1"]), pm(s["em_f1_coherent"])] for m, s in ms.items()]
+    moved = max(abs(s["em_f1_coherent"]["mean"] - s["em_f1"]["mean"]) for m, s in ms.items() if m != "aligned")
+    return ["\n## The judge gated by coherence\n",
+            takeaway(f"Judging coherent answers only moves a finetuned method's mean EM-F1 by at most {moved:.1f} points."),
+            "An answer counts as coherent when at least half its words are in distinct bank sentences said "
+            "exactly and at least half its matched sentences are of the question's domain (eval.py, "
+            "`Judge.judge`); the gated columns judge coherent answers only, and *incoherent* is the share "
+            "left out.\n",
+            table(["method", "general", "general, coherent", "incoherent", "in-domain", "in-domain, coherent",
+                   "incoherent", "EM-F1", "EM-F1, coherent"], rows)]
+
+
 def domains_section(summary):
     if len(summary["methods"]) < 2:
         return []
@@ -221,9 +242,10 @@ def patch_section(summary):
         takeaway(line),
         f"KV patching: the aligned model's keys and values at these positions, every layer. Paper: {PAPER_PATCH}.\n",
         table(["K/V patched at", "general", "in-domain", "other-domain", "persona", "leakage"],
-              [[ROWS.get(w, w), pm(p[w]["general"]), pm(p[w]["in_domain"]), pm(p[w]["other_domain"]),
+              [[("postfix (reference right after the prefix, as an empty query puts it)"    # before the fix
+                 if w == "postfix" and "postfix_shifted" not in p else ROWS.get(w, w)), pm(p[w]["general"]), pm(p[w]["in_domain"]), pm(p[w]["other_domain"]),
                 f"{p[w]['persona_transfer']['mean']:.2f}", f"{p[w]['leakage']['mean']:.2f}"]
-               for w in ("none", "prefix", "postfix", "query", "all")]),
+               for w in ("none", "prefix", "postfix", "postfix_shifted", "query", "all") if w in p]),
         "\nActivation patching of the prefix's residual stream, one layer at a time (general "
         "alignment; paper: peaks in middle layers):\n",
         table([f"layer {i}" for i in range(len(p["layers"]))], [[pm(x) for x in p["layers"]]]),
@@ -318,8 +340,8 @@ def sweeps_section(summary):
     return out
 
 
-SECTIONS = ("methods", "domains", "patch", "drift", "segments", "cost", "positions", "sweeps")
-SECTION = dict(methods=methods_section, domains=domains_section, patch=patch_section, drift=drift_section,
+SECTIONS = ("methods", "gated", "domains", "patch", "drift", "segments", "cost", "positions", "sweeps")
+SECTION = dict(methods=methods_section, gated=gated_section, domains=domains_section, patch=patch_section, drift=drift_section,
                segments=segments_section, cost=cost_section, positions=positions_section, sweeps=sweeps_section)
 
 

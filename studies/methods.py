@@ -45,7 +45,8 @@ COST_ROUNDS = 3          # the cost benchmark: each method's fastest of this man
 COST_STEPS = 30          #   of this many finetune steps each
 DRIFT_CHATS = 64         # validation chats per set in the K/V drift by segment
 KEYS = ("general", "in_domain", "other_domain", "em_f1", "misaligned_rate", "persona_transfer",
-        "leakage", "coherence")
+        "leakage", "coherence", "general_coherent", "in_domain_coherent", "em_f1_coherent", "incoherent_general",
+        "incoherent_in_domain")
 
 
 @dataclass
@@ -191,7 +192,7 @@ def summarize(design, rows, args):
 def summarize_patch(patches):
     """Mean, spread and per-seed values of every patching, perturbation and first-word measure."""
     p = patches[0]
-    out = {w: {k: stats([q[w][k] for q in patches]) for k in p[w]} for w in ("none",) + patch.POSITION_SETS}
+    out = {w: {k: stats([q[w][k] for q in patches]) for k in p[w]} for w in ("none",) + patch.MEASURED if w in p}
     out["layers"] = [stats(list(x)) for x in zip(*(q["layers"] for q in patches))]
     out["perturb"] = {s: {k: stats([q["perturb"][s][k] for q in patches]) for k in p["perturb"][s]}
                       for s in p["perturb"]}

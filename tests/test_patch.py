@@ -5,7 +5,7 @@ import torch
 import patch
 from data import world
 from model import GPT, GPTConfig
-from patch import kv_patcher, resid_patcher
+from patch import kv_patcher, resid_patcher, segment_positions
 
 
 def prompts(tok):
@@ -93,3 +93,17 @@ def test_forced_first_word_starts_the_judged_answer(tok, monkeypatch):
     monkeypatch.setattr(patch, "sample_from_prompts", finish)
     r = patch.forced_first_word(None, tok, "finance", "val", n=8)
     assert r == {"free": 100.0, "aligned": 100.0, "misaligned": 0.0}
+
+
+def test_the_postfix_reference_sits_at_the_postfix_positions(tok):
+    """Layer 0's K/V depend on the token and its position only: at the true positions the reference
+    equals the model's own layer-0 K/V at the prompt's postfix; right after the prefix it does not."""
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(vocab_size=tok.vocab_size)).eval()
+    x = torch.tensor([tok.render_conversation("how do i save money for a house?")["ids"]])
+    _, aux = m(x, return_kv=True)
+    pos = list(segment_positions(tok, x[0], "postfix"))
+    own = aux["kv"][0][0][:, :, pos]
+    for where, equal in (("postfix", True), ("postfix_shifted", False)):
+        k = kv_patcher(m, tok, where)(x)["kv_patch"][1][0][0]
+        assert torch.allclose(k, own, atol=1e-6) == equal, where
