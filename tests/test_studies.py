@@ -5,10 +5,14 @@
 import json
 import os
 
+import pytest
+import torch
+
 import config
 import reproduce
 from data import world
-from studies import extended, lora_qv, strength
+from model import GPT, GPTConfig
+from studies import extended, lora_qv, persona, strength
 
 
 def run(study, out, tmp_path, *flags):
@@ -89,3 +93,34 @@ def test_no_validation_point_takes_the_baselines_name():
     for grid, points in validation.GRIDS.items():
         names = [p for p, _ in points]
         assert "sft" not in names and len(set(names)) == len(names), grid
+
+
+def test_persona_study_measures_shares_ablation_and_steering(out, short, tmp_path, monkeypatch):
+    monkeypatch.setattr(persona, "N_DOCS", 3)
+    monkeypatch.setattr(persona, "SCALES", (1.0,))
+    monkeypatch.setattr(persona, "N_RANDOM", 1)
+    s, folder = run("persona", out, tmp_path)
+    assert set(s["ablate"]) == {"prefix", "all"} and len(s["by_layer"]) == len(s["shares"]["sft"])
+    assert set(s["ablate"]["prefix"]) == {"persona", "random", "persona_transfer", "in_domain"}
+    assert len(s["ablate"]["prefix"]["persona"]["per_seed"]) == 1 and set(s["steer"]) == {"1"}
+    for name in ("RESULTS.md", "ablation.png", "steering.png"):
+        assert os.path.getsize(os.path.join(folder, name)) > 0
+
+
+def test_the_persona_edits_do_what_they_say():
+    torch.manual_seed(0)
+    d = torch.randn(16)
+    u = d / d.norm()
+    assert persona.along(torch.stack([3 * d, -d]), d)[0] == pytest.approx(1.0)      # all of it along d
+    ortho = torch.randn(4, 16)
+    ortho -= (ortho @ u)[:, None] * u
+    assert persona.along(ortho, d)[0] == pytest.approx(0.0, abs=1e-9)
+    x = torch.randn(2, 9, 16)
+    cut = persona.ablation([u, u], n_prefix=4, where="prefix")(1, x, True)
+    assert torch.allclose(cut[:, :4] @ u, torch.zeros(2, 4), atol=1e-5) and torch.equal(cut[:, 4:], x[:, 4:])
+    assert torch.equal(persona.ablation([u, u], 4, "prefix")(0, x[:, :1], False), x[:, :1])   # generated tokens
+    m = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=16)).eval()
+    ids = torch.randint(0, 50, (1, 8))
+    with persona.edited(m, persona.steering([d, d], 3, 2.0)):
+        steered = m(ids)[0]
+    assert not torch.allclose(steered, m(ids)[0]) and all(not b._forward_pre_hooks for b in m.blocks)
