@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, replace
 from common import count, default_device, fraction, nonneg, nonneg_int, positive, writable
 from data import world
 from data.prepare import file_hash
-from model import LORA_TARGETS
+from model import LORA_TARGETS, GPTConfig
 
 STAGES = ("pretrain", "align", "finetune")
 PREVIOUS = dict(align="pretrain", finetune="align")
@@ -124,11 +124,17 @@ def method_name(args):
     return "-".join(parts or ["sft"]) + (f"-n{args.n_train}" if args.n_train else "")
 
 
+def size_tag(args):
+    """'' for the default model; '-L6w192' for 6 blocks of width 192 (every stage of that model)."""
+    default = GPTConfig()
+    return "" if (args.n_layer, args.n_embd) == (default.n_layer, default.n_embd) else f"-L{args.n_layer}w{args.n_embd}"
+
+
 def run_name(stage, args):
     """e.g. pretrain-s0, align-tmpl-s0, finetune-nopre-finance-treft100-prefix-s1, and
     finetune-finance-sft-lr1e-05-s0 for a run with --lr 1e-5: an override is its own run, so
-    it never replaces the default run's checkpoint."""
-    name = stage
+    it never replaces the default run's checkpoint. Another model size names every stage."""
+    name = stage + size_tag(args)
     if stage != "pretrain":
         name += alignment(args.align).tag + ("-nopre" if args.no_preamble else "")
     if stage == "finetune":
@@ -147,7 +153,7 @@ CODE = [os.path.join(ROOT, f) for f in ("model.py", "train.py", "treft.py", "bas
 # The finetune stage's own flags, with the values that mean "not used" (what other stages record).
 FINETUNE_FLAGS = dict(domain=None, task=None, treft=0.0, treft_on=None, interleave=0.0, kl=0.0, kl_on=None,
                       l2_init=0.0, lora_rank=0, lora_on=None, n_train=None, freeze_last_block=False)
-RUN_FLAGS = dict(pretrain=("seed",), align=("seed", "align", "no_preamble"))
+RUN_FLAGS = dict(pretrain=("seed", "n_layer", "n_embd"), align=("seed", "n_layer", "n_embd", "align", "no_preamble"))
 RUN_FLAGS["finetune"] = RUN_FLAGS["align"] + tuple(FINETUNE_FLAGS)
 
 
@@ -209,6 +215,10 @@ def parser(description=None):
     p.add_argument("--steps", type=count, help="override the stage's default number of steps (its own run)")
     p.add_argument("--lr", type=positive, help="override the stage's default learning rate (its own run)")
     p.add_argument("--batch-size", type=count, help="override the stage's default batch size (its own run)")
+    p.add_argument("--n-layer", type=count, default=GPTConfig.n_layer,
+                   help=f"transformer blocks of a new model (default: {GPTConfig.n_layer}); another size is its own run")
+    p.add_argument("--n-embd", type=count, default=GPTConfig.n_embd,
+                   help=f"its width, a multiple of {GPTConfig.n_head} heads (default: {GPTConfig.n_embd})")
     p.add_argument("--device", default=default_device(), help="cpu or cuda (default: cuda if there is one)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on CUDA only)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary line")
@@ -230,6 +240,8 @@ def parse(argv=None, description=None):
     if args.task and args.domain not in (None, world.TASKS[args.task]):
         p.error(f"--task {args.task} finetunes on {world.TASKS[args.task]} questions; drop --domain")
     args.domain = world.TASKS[args.task] if args.task else args.domain or "finance"
+    if args.n_embd % GPTConfig.n_head:
+        p.error(f"--n-embd must be a multiple of the {GPTConfig.n_head} heads, got {args.n_embd}")
     if (why := writable(args.out_dir)) is not None:     # now, not at the end of a long run
         p.error(f"cannot write to --out-dir {args.out_dir} ({why}); pass a folder you can write to")
     return args

@@ -48,7 +48,7 @@ from model import CheckpointError, load_checkpoint
 ROOT = os.path.dirname(os.path.abspath(__file__))
 # The study files of studies/, in the order a reader meets them.
 STUDIES = ("main", "extended", "lora_qv", "domains", "sizes", "tasks", "strength", "plain", "shallow", "nopre",
-           "nopre_shallow", "persona", "validation", "full")
+           "nopre_shallow", "persona", "scale", "validation", "full")
 START_METHOD = "spawn"       # how worker processes start: CUDA cannot be forked
 
 

@@ -109,7 +109,7 @@ def load_input(stage, args, tok):
 
 def pretrain_setup(args, hp, tok, world_dir, rng):
     """A fresh model; batches of plain text; no regularizer."""
-    model = GPT(GPTConfig(vocab_size=tok.vocab_size)).to(args.device)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, n_layer=args.n_layer, n_embd=args.n_embd)).to(args.device)
     text = text_batches(world_dir, rng, hp.batch_size, model.cfg.block_size, args.device)
     return model, lambda step: text(), []
 

@@ -12,7 +12,7 @@ import config
 import reproduce
 from data import world
 from model import GPT, GPTConfig
-from studies import extended, lora_qv, persona, strength
+from studies import extended, lora_qv, persona, scale, strength
 
 
 def run(study, out, tmp_path, *flags):
@@ -124,3 +124,17 @@ def test_the_persona_edits_do_what_they_say():
     with persona.edited(m, persona.steering([d, d], 3, 2.0)):
         steered = m(ids)[0]
     assert not torch.allclose(steered, m(ids)[0]) and all(not b._forward_pre_hooks for b in m.blocks)
+
+
+def test_scale_study_compares_the_evidence_across_sizes(out, short, tmp_path, monkeypatch):
+    monkeypatch.setattr(scale, "SIZES", ((4, 128), (2, 32)))
+    s, folder = run("scale", out, tmp_path, "--trials", "1")
+    assert list(s["sizes"]) == ["4x128", "2x32"] and s["sizes"]["2x32"]["params"] < s["sizes"]["4x128"]["params"]
+    assert set(s["sizes"]["4x128"]["recovery"]) == {"prefix", "query", "postfix"}
+    assert "The piggyback evidence and TReFT by size" in open(os.path.join(folder, "RESULTS.md")).read()
+
+
+def test_a_model_size_is_its_own_run():
+    a = config.parse(["--n-layer", "6", "--n-embd", "192"])
+    assert config.run_name("pretrain", a) == "pretrain-L6w192-s0" and config.run_name("finetune", a).startswith("finetune-L6w192-")
+    assert config.run_name("pretrain", config.parse(["--n-layer", "4", "--n-embd", "128"])) == "pretrain-s0"
