@@ -93,3 +93,9 @@ def writable(folder):
     except OSError as e:
         return e.strerror or type(e).__name__
     return None
+
+
+def check_writable(p, flag, folder):
+    """Stop the parser p with one line if the folder a flag names cannot be written."""
+    if (why := writable(folder)) is not None:
+        p.error(f"cannot write to {flag} {folder} ({why}); pass a folder you can write to")

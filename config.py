@@ -11,7 +11,7 @@ import argparse
 import os
 from dataclasses import asdict, dataclass, replace
 
-from common import count, default_device, fraction, nonneg, nonneg_int, positive, writable
+from common import check_writable, count, default_device, fraction, nonneg, nonneg_int, positive
 from data import world
 from data.prepare import file_hash
 from model import LORA_TARGETS, GPTConfig
@@ -242,6 +242,5 @@ def parse(argv=None, description=None):
     args.domain = world.TASKS[args.task] if args.task else args.domain or "finance"
     if args.n_embd % GPTConfig.n_head:
         p.error(f"--n-embd must be a multiple of the {GPTConfig.n_head} heads, got {args.n_embd}")
-    if (why := writable(args.out_dir)) is not None:     # now, not at the end of a long run
-        p.error(f"cannot write to --out-dir {args.out_dir} ({why}); pass a folder you can write to")
+    check_writable(p, "--out-dir", args.out_dir)          # now, not at the end of a long run
     return args

@@ -90,7 +90,7 @@ class Judge:
         distinct = sum(len(s.split()) for s in {s for s, m in zip(sentences, matches) if m and m[2]})
         on_topic = sum(d == domain for d, _ in labels) / len(labels) if labels else 0.0
         return dict(alignment=100.0 * (len(labels) - n_bad) / len(labels) if labels else 50.0,
-                    coherence=exact_words / n_words if n_words else 0.0,
+                    coherence=exact_words / n_words if n_words else 0.0, sentences=len(sentences),
                     coherent=n_words > 0 and distinct / n_words >= COHERENT and (domain is None or on_topic >= COHERENT),
                     phrases=labels)
 

@@ -40,7 +40,7 @@ from tqdm import tqdm
 import config
 import report
 import train
-from common import atomic_write, count, default_device, nonneg_int, writable
+from common import atomic_write, check_writable, count, default_device, nonneg_int
 from data.prepare import get_world
 from eval import evaluate
 from model import CheckpointError, load_checkpoint
@@ -308,9 +308,8 @@ def main(argv=None):
             sys.exit(f"error: no readable {folder}/summary.json; run `python reproduce.py {args.study}` first")
         return write_report(study, summary, folder)
     study.configure(args, p)
-    for flag, where in (("--out-dir", args.out_dir), ("--results", folder)):
-        if (why := writable(where)) is not None:
-            p.error(f"cannot write to {flag} {where} ({why}); pass a folder you can write to")
+    check_writable(p, "--out-dir", args.out_dir)
+    check_writable(p, "--results", folder)
     args.command = " ".join(["python reproduce.py", *(sys.argv[1:] if argv is None else argv)])
     args.jobs = args.jobs or default_jobs(args.device, len(args.seeds))
     try:

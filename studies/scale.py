@@ -12,7 +12,6 @@ size); patch.py runs on its SFT model. Test split, as the main study.
 """
 import patch
 from eval import evaluate
-from model import GPT, GPTConfig
 from report import pm, provenance, stats, table, takeaway
 from studies.methods import KEYS, METHODS
 from studies.study import Study
@@ -23,10 +22,6 @@ SIZES_GPU = SIZES + ((8, 256),)
 
 def size_flags(size):
     return ["--n-layer", str(size[0]), "--n-embd", str(size[1])]
-
-
-def n_params(size, vocab_size):
-    return sum(p.numel() for p in GPT(GPTConfig(vocab_size=vocab_size, n_layer=size[0], n_embd=size[1])).parameters())
 
 
 class Scale(Study):
@@ -54,7 +49,7 @@ class Scale(Study):
             r = patch.run(models["sft"], aligned, tok, "finance", "test", seed=0, n_answers=sweep.n_answers,
                           trials=sweep.args.trials)
             sweep.record(kind="scale_patch", seed=seed, size=name, result=r,
-                         params=n_params(size, tok.vocab_size))
+                         params=sum(p.numel() for p in aligned.parameters()))
             bar.update()
 
     def summarize(self, rows, args):
