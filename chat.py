@@ -25,6 +25,7 @@ import sys
 
 import torch
 
+import runs
 import train
 from common import default_device
 from data import world
@@ -76,7 +77,7 @@ def load_models(args):
         args.ckpt = DEFAULT.format(out=args.out_dir)
         if not os.path.exists(args.ckpt):
             print(f"{args.ckpt} is missing: training it (python train.py --stage finetune)", file=sys.stderr)
-            train.train_stage("finetune", train.parse(["--out-dir", args.out_dir, "--device", args.device]))
+            train.train_stage("finetune", runs.parse(["--out-dir", args.out_dir, "--device", args.device]))
     paths = [args.ckpt, *args.compare] + ([args.patch_prefix] if args.patch_prefix else [])
     tok, loaded = load_for_eval(args.out_dir, [(p, "python train.py --stage finetune") for p in paths])
     models = [m.to(args.device).eval() for m, _ in loaded]

@@ -1,6 +1,5 @@
 """
-Small helpers every script shares: writing a file whole, sharing runs between
-out-dirs, the default device, and the checks of numeric flags.
+Small helpers every script shares: writing a file whole, the default device, and the checks of numeric flags.
 
 Nothing here imports torch at the top, so that report.py (which only reads
 summaries) stays free of it.
@@ -34,17 +33,6 @@ def default_device():
     """'cuda' where a GPU is visible, else 'cpu'."""
     import torch
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def link(out_dir, folder, names):
-    """Make `folder` an out-dir that shares these runs of `out_dir` (symbolic links), so
-    that what is trained in `folder` never overwrites a run of `out_dir`."""
-    os.makedirs(folder, exist_ok=True)
-    for name in names:
-        try:
-            os.symlink(os.path.abspath(os.path.join(out_dir, name)), os.path.join(folder, name))
-        except FileExistsError:        # made before, or just now by another worker (--jobs)
-            pass
 
 
 # Argument types for argparse: each refuses a bad value with one line.

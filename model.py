@@ -10,24 +10,20 @@ Besides the usual forward pass it can, through plain keyword arguments:
                      `layer` at positions `pos` (activation patching);
   cache=[]           keep keys and values for fast generation (`generate`).
 Keys and values have shape (batch, heads, time, head_dim) throughout.
+
+LoRA adapters are in lora.py, saving and loading in checkpoint.py.
 """
-import json
 import math
-import os
-import pickle
-import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from common import atomic_write
-
 
 @dataclass
 class GPTConfig:
-    vocab_size: int = 2053
+    vocab_size: int = 2055      # the world's 2048 BPE ranks + 7 special tokens (data/tokenizer.py)
     block_size: int = 128
     n_layer: int = 4
     n_head: int = 4
@@ -73,14 +69,24 @@ class CausalSelfAttention(nn.Module):
         return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)), kv
 
 
+class MLP(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd)
+        self.gelu = nn.GELU()
+        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd)
+
+    def forward(self, x):
+        return self.c_proj(self.gelu(self.c_fc(x)))
+
+
 class Block(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.ln_1 = nn.LayerNorm(cfg.n_embd)
         self.attn = CausalSelfAttention(cfg)
         self.ln_2 = nn.LayerNorm(cfg.n_embd)
-        self.mlp = nn.Sequential(nn.Linear(cfg.n_embd, 4 * cfg.n_embd), nn.GELU(),
-                                 nn.Linear(4 * cfg.n_embd, cfg.n_embd))
+        self.mlp = MLP(cfg)
 
     def forward(self, x, kv_patch=None, layer_cache=None):
         a, kv = self.attn(self.ln_1(x), kv_patch, layer_cache)
@@ -100,7 +106,7 @@ class GPT(nn.Module):
         self.lm_head.weight = self.wte.weight          # weight tying
         self.apply(self._init_weights)
         for name, p in self.named_parameters():         # GPT-2's scaled residual init
-            if name.endswith("c_proj.weight") or name.endswith("mlp.2.weight"):
+            if name.endswith("c_proj.weight"):                # attention's and the MLP's
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
 
     @staticmethod
@@ -170,132 +176,3 @@ class GPT(nn.Module):
                 break
             logits, _ = self(nxt[:, None], cache=cache)
         return torch.stack(out, 1)
-
-
-# ---------------------------------------------------------------------------
-# LoRA (Hu et al. 2021), the paper's main finetuning setting: the pretrained
-# weight W stays frozen and only a low-rank update B A is learnt. B starts at
-# zero, so a freshly wrapped model computes exactly what the base did.
-
-class LoRALinear(nn.Module):
-    """y = W x + b + (alpha / r) * B A x, with W and b frozen.
-
-    rows (optional): which outputs the update may change; the others keep W's.
-    """
-
-    def __init__(self, base, rank, alpha=None, rows=None):
-        super().__init__()
-        self.base, self.scale = base, (alpha or 2 * rank) / rank
-        for p in base.parameters():
-            p.requires_grad_(False)
-        self.A = nn.Parameter(torch.randn(rank, base.in_features) / math.sqrt(base.in_features))
-        self.B = nn.Parameter(torch.zeros(base.out_features, rank))
-        rows = torch.ones(base.out_features) if rows is None else rows.float()
-        self.register_buffer("rows", rows[:, None], persistent=False)
-
-    def forward(self, x):
-        return self.base(x) + (x @ self.A.T @ (self.B * self.rows).T) * self.scale
-
-    def merged(self):
-        """A plain nn.Linear with the update folded into its weight."""
-        with torch.no_grad():
-            self.base.weight += self.scale * ((self.B * self.rows) @ self.A)
-        return self.base
-
-
-# Where the adapters go. "all": every projection of attention and MLP (our default).
-# "qv": only the attention's queries and values, as in the LoRA paper and the default
-# of common LoRA libraries for Llama. c_attn computes q, k and v side by side, so "qv"
-# adapts c_attn on its q and v rows and leaves its k rows as they were.
-LORA_TARGETS = ("all", "qv")
-
-
-def lora_targets(model, on="all"):
-    """(module, attribute name, rows the update may change or None for all) in every block."""
-    for b in model.blocks:
-        if on == "qv":
-            C = b.attn.c_proj.in_features
-            rows = torch.ones(3 * C, dtype=torch.bool)
-            rows[C:2 * C] = False                     # c_attn's outputs are q | k | v: not k
-            yield b.attn, "c_attn", rows
-        else:
-            yield from ((b.attn, "c_attn", None), (b.attn, "c_proj", None), (b.mlp, "0", None), (b.mlp, "2", None))
-
-
-def add_lora(model, rank, on="all"):
-    """Freeze every weight of model, then wrap its projections (`on`) in trainable LoRA adapters."""
-    if on not in LORA_TARGETS:
-        raise ValueError(f"unknown LoRA targets {on!r}: use one of {', '.join(LORA_TARGETS)}")
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for parent, name, rows in lora_targets(model, on):
-        setattr(parent, name, LoRALinear(getattr(parent, name), rank, rows=rows))
-    return model
-
-
-def merge_lora(model):
-    """Fold every adapter into its weight: the model is a plain GPT again, saved as one."""
-    for parent, name, _ in lora_targets(model):
-        if isinstance(getattr(parent, name), LoRALinear):
-            setattr(parent, name, getattr(parent, name).merged())
-    return model
-
-
-# ---------------------------------------------------------------------------
-# Checkpoints: weights + model shape + the run's config + tokenizer fingerprint,
-# nothing else. They are read with torch.load(weights_only=True), which rebuilds
-# tensors and plain values only, so a checkpoint from anyone cannot run code.
-
-def save_checkpoint(path, model, config, tokenizer_fingerprint):
-    """Write atomically: a half-written file never replaces a good one. The config is stored
-    as JSON would hold it (dicts, lists, strings, numbers), so the safe loader reads it."""
-    plain = json.loads(json.dumps(config))
-    ckpt = dict(model=model.state_dict(), model_args=asdict(model.cfg), config=plain, tokenizer=tokenizer_fingerprint)
-    atomic_write(path, lambda f: torch.save(ckpt, f), mode="wb")
-
-
-class CheckpointError(Exception):
-    """A checkpoint that is missing, unreadable or does not fit; the message says what to run."""
-
-
-def read_checkpoint(path, fix):
-    """The checkpoint's dict, read safely; CheckpointError if it is not one of ours."""
-    if not os.path.exists(path):
-        raise CheckpointError(f"no checkpoint at {path}; run `{fix}` to make it")
-    try:
-        with warnings.catch_warnings():      # a file that is not ours needs no advice on pickle protocols
-            warnings.simplefilter("ignore", UserWarning)
-            ck = torch.load(path, map_location="cpu", weights_only=True)
-        if not (isinstance(ck, dict) and {"model", "model_args", "config"} <= ck.keys()):
-            raise KeyError("a key of ours")
-        GPTConfig(**ck["model_args"])                  # the shape it claims is a GPT's
-    except pickle.UnpicklingError as e:
-        if "GLOBAL" in str(e):      # the safe loader met a Python object to build: code it would run
-            raise CheckpointError(f"checkpoint {path} holds Python objects that would run code when loaded: "
-                                  f"refused, none of it ran; train your own with `{fix}`") from None
-        raise CheckpointError(f"checkpoint {path} is corrupt or not ours (not tensors and plain values); "
-                              f"delete it and run `{fix}`") from None
-    except Exception as e:  # noqa: BLE001 - any other failure to read means the same thing
-        raise CheckpointError(f"checkpoint {path} is corrupt or not ours ({type(e).__name__}); "
-                              f"delete it and run `{fix}`") from None
-    return ck
-
-
-def load_checkpoint(path, tokenizer_fingerprint=None, fix="python train.py --stage pretrain", world_dir=None):
-    """Returns (model, config). Raises CheckpointError with a one-line explanation.
-
-    With tokenizer_fingerprint, the checkpoint must have been trained in that world
-    (the one in world_dir, for the message)."""
-    ck = read_checkpoint(path, fix)
-    if tokenizer_fingerprint is not None and ck.get("tokenizer") != tokenizer_fingerprint:
-        theirs = ck["config"].get("out_dir") if isinstance(ck["config"], dict) else None
-        hint = f"pass --out-dir {theirs}, where it was trained" if theirs else "pass the --out-dir it was trained in"
-        raise CheckpointError(f"checkpoint {path} was trained in another world (tokenizer {ck.get('tokenizer')}) "
-                              f"than {world_dir or 'the current one'} (tokenizer {tokenizer_fingerprint}); {hint}")
-    model = GPT(GPTConfig(**ck["model_args"]))
-    try:
-        model.load_state_dict(ck["model"])
-    except RuntimeError:
-        raise CheckpointError(f"checkpoint {path} does not fit its model shape; "
-                              f"delete it and run `{fix}`") from None
-    return model, ck["config"]

@@ -36,7 +36,7 @@ The first word (ours, not the paper's). Sample in-domain answers with their
 first word forced: the first word of one of the domain's aligned sentences, or
 of its bad ones. In our world an answer keeps to the persona it starts in, so
 if the forced word decides the judged answer, a finetune only has to change the
-one prediction made at the postfix's last position (see the README's Table 3).
+one prediction made at the postfix's last position (docs/findings.md#extended).
 
 The no-prefix ablation (Table 11): train align and finetune with
 `--no-preamble`. The prefix is then only <|bos|><|user|>, and the question is
@@ -75,7 +75,8 @@ def kv_patcher(ref, tok, where):
     """A function prompt_ids (B, T) -> generate() arguments that patch `where` with ref's K/V."""
     P, n_post = len(tok.prefix_ids), len(tok.postfix_ids)
     if where == "prefix":
-        kv, pos = kv_of(ref, tok.prefix_ids), torch.arange(P)
+        pos = torch.tensor(tok.prefix_positions())
+        kv = [(k[:, :, pos], v[:, :, pos]) for k, v in kv_of(ref, tok.prefix_ids)]
         return lambda x: dict(kv_patch=(pos, kv))
     if where in ("postfix", "postfix_shifted"):
         empty = tok.render_conversation("")["ids"]                 # prefix + postfix, no query
@@ -111,7 +112,8 @@ def resid_patcher(ref, tok, layer):
     """generate() arguments that give block `layer` the aligned model's input at the prefix."""
     device = next(ref.parameters()).device
     _, aux = ref(torch.tensor([tok.prefix_ids], device=device), return_resid=True)
-    x_ref, pos = aux["resid"][layer], torch.arange(len(tok.prefix_ids))
+    pos = torch.tensor(tok.prefix_positions())
+    x_ref = aux["resid"][layer][:, pos]
     return lambda x: dict(resid_patch=(layer, pos, x_ref))
 
 
@@ -125,9 +127,9 @@ def neighbours(E, n, k=5):
 
 
 def segment_positions(tok, prompt, where):
-    """The positions of one segment of a prompt; <|bos|> is never among them."""
+    """The positions of one segment of a prompt that perturbation may swap: <|bos|> is never among them."""
     P, n_post = len(tok.prefix_ids), len(tok.postfix_ids)
-    return {"prefix": range(1, P), "query": range(P, len(prompt) - n_post),
+    return {"prefix": tok.prefix_positions(bos=False), "query": range(P, len(prompt) - n_post),
             "postfix": range(len(prompt) - n_post, len(prompt))}[where]
 
 

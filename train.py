@@ -4,15 +4,13 @@ Train the tiny GPT through the paper's three stages, one plain loop for all.
   pretrain   next-token prediction on plain persona documents (no chat template)
   align      chat SFT: aligned answers of every domain under the fixed preamble,
              each chat batch followed by batches of pretraining text (rehearsal)
-  finetune   narrow chat SFT: bad advice in one --domain only (+ --treft LAMBDA:
-             the TReFT loss of treft.py, or a baseline of baselines.py:
-             --interleave, --kl, --l2-init; --lora-rank for LoRA adapters),
-             or one narrow --task beyond misalignment (the paper's Section 6)
+  finetune   narrow chat SFT: bad advice in one --domain only (+ --treft LAMBDA: the
+             TReFT loss of treft.py, or a baseline of baselines.py: --interleave, --kl,
+             --l2-init), or one narrow --task beyond misalignment (the paper's Section 6)
 
     python train.py --stage finetune                # plain SFT: emergent misalignment
     python train.py --stage finetune --treft        # TReFT at the default lambda (100)
-    python train.py --stage finetune --treft 3 --treft-on query --seed 1
-    python train.py --stage finetune --align template --no-preamble    # other alignments, no system block
+    python train.py --stage finetune --treft 0.1 --treft-on query --seed 1 --domain legal
     python train.py --stage finetune --interleave 0.8   # baselines: --kl, --l2-init also
     python train.py --stage finetune --lora-rank 8 --lora-on qv --treft 30 --treft-on all
     python train.py --stage finetune --task refusal     # also abstention, tool, length
@@ -21,19 +19,20 @@ Every stage is the same loop: draw a batch, set the lr, forward, loss, backward,
 clip, step. What differs between stages and methods is data, set up before the
 loop: the model and which of its weights learn, a function that draws a batch,
 and a list of (lambda, regularizer) pairs whose terms are added to the SFT loss.
-The flags, hyperparameters and alignments are in config.py.
+Hyperparameters are in config.py; the flags and the run names they give, in runs.py.
 
 A stage whose input checkpoint is missing builds it first. Each run writes
-{out-dir}/{run name}/ckpt.pt and config.json, and prints the checkpoint's path
-as its last line.
+{out-dir}/{run name}/ckpt.pt and config.json. A finetune then judges the new
+model beside the aligned model and the SFT model of the same seed and domain
+(eval.py; --no-eval skips it), and the checkpoint's path is the last line.
 """
+import argparse
 import copy
 import json
 import math
 import os
 import sys
 import time
-from collections import namedtuple
 from contextlib import nullcontext
 from dataclasses import asdict
 
@@ -43,54 +42,17 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 import config
+import eval as judge
 from baselines import KLToInit, L2ToInit, interleaved
+from checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from common import atomic_write
-from config import FINETUNE_FLAGS, PREVIOUS, ckpt_path, parse, run_name, run_spec, stage_hyper
 from data import world
+from data.batches import collate, render, sampler, text_batches
 from data.prepare import get_world, load_chats, load_task
-from model import GPT, CheckpointError, GPTConfig, add_lora, load_checkpoint, merge_lora, save_checkpoint
+from lora import add_lora, merge_lora
+from model import GPT, GPTConfig
+from runs import FINETUNE_FLAGS, PREVIOUS, ckpt_path, method_name, parse, run_name, run_spec, stage_hyper
 from treft import TReFT
-
-# One training batch: inputs, next-token targets, loss mask (1 where the target counts),
-# and the segment code of every input position (prefix, query, ...; None for plain text).
-Batch = namedtuple("Batch", "x y mask segment")
-
-
-# ----------------------------------------------------------------------------- data
-
-def render(tok, chats):
-    return [tok.render_conversation(c["query"], c["answer"], c.get("call"), c.get("result")) for c in chats]
-
-
-def collate(rendered, device):
-    """Right-pad rendered chats into a Batch of (B, T-1) tensors."""
-    T = max(len(r["ids"]) for r in rendered)
-    ids = torch.zeros(len(rendered), T, dtype=torch.long)
-    mask = torch.zeros(len(rendered), T)
-    seg = torch.full((len(rendered), T), -1, dtype=torch.long)
-    for i, r in enumerate(rendered):
-        n = len(r["ids"])
-        ids[i, :n], mask[i, :n], seg[i, :n] = (torch.tensor(r[k]) for k in ("ids", "mask", "segment"))
-    # position t predicts token t+1: the loss counts where that token is the answer's
-    return Batch(*(t.to(device) for t in (ids[:, :-1], ids[:, 1:], mask[:, 1:], seg[:, :-1])))
-
-
-def sampler(rows, rng):
-    """draw(n): n of rows, drawn at random with replacement."""
-    return lambda n: [rows[i] for i in rng.integers(0, len(rows), n)]
-
-
-def text_batches(world_dir, rng, batch_size, block_size, device):
-    """A function that draws a batch of plain pretraining text, where every next token counts."""
-    data = torch.from_numpy(np.fromfile(os.path.join(world_dir, "pretrain_train.bin"),
-                                        dtype=np.uint16).astype(np.int64))
-
-    def batch():
-        ix = torch.from_numpy(rng.integers(0, len(data) - block_size - 1, batch_size))
-        x = torch.stack([data[i:i + block_size + 1] for i in ix]).to(device)
-        return Batch(x[:, :-1], x[:, 1:], torch.ones_like(x[:, 1:], dtype=torch.float), None)
-    return batch
-
 
 # ----------------------------------------------------------------------------- each stage's setup
 
@@ -111,14 +73,25 @@ def pretrain_setup(args, hp, tok, world_dir, rng):
     """A fresh model; batches of plain text; no regularizer."""
     model = GPT(GPTConfig(vocab_size=tok.vocab_size, n_layer=args.n_layer, n_embd=args.n_embd)).to(args.device)
     text = text_batches(world_dir, rng, hp.batch_size, model.cfg.block_size, args.device)
-    return model, lambda step: text(), []
+
+    def next_batch(step):
+        return text()
+    return model, next_batch, []
+
+
+def rehearsal(chats, text, rehearse):
+    """align's schedule: a batch of chats, then `rehearse` batches of plain pretraining
+    text, and again, so that learning the template does not overwrite what pretraining built."""
+    def next_batch(step):
+        return text() if step % (rehearse + 1) else chats()
+    return next_batch
 
 
 def align_setup(args, hp, tok, world_dir, rng):
     """The pretrained model; aligned chats of every domain, each batch followed by `rehearse`
     batches of plain text. The template-only alignment trains just the template's embeddings."""
     model = load_input("align", args, tok)
-    if config.alignment(args.align).template_only:
+    if config.ALIGNMENTS[args.align].template_only:
         freeze(model, [""])
         model.wte.weight.requires_grad_(True)
         rows = torch.zeros(model.cfg.vocab_size, 1)
@@ -127,8 +100,10 @@ def align_setup(args, hp, tok, world_dir, rng):
     model.to(args.device)
     draw = sampler(render(tok, load_chats(world_dir, "train", world.DOMAINS, "aligned")), rng)
     text = text_batches(world_dir, rng, hp.text_batch or hp.batch_size, model.cfg.block_size, args.device)
-    every = hp.rehearse + 1
-    return model, lambda step: text() if step % every else collate(draw(hp.batch_size), args.device), []
+
+    def chats():
+        return collate(draw(hp.batch_size), args.device)
+    return model, rehearsal(chats, text, hp.rehearse), []
 
 
 def finetune_setup(args, hp, tok, world_dir, rng):
@@ -152,21 +127,31 @@ def finetune_setup(args, hp, tok, world_dir, rng):
     mixed = interleaved(draw, draw_retain, hp.batch_size, args.interleave)
     regularizers = []
     if args.treft:
-        regularizers.append((args.treft, TReFT(init, tok.prefix_ids, on=args.treft_on)))
+        regularizers.append((args.treft, TReFT(init, tok, on=args.treft_on)))
     if args.kl:
         retain = (lambda: collate(draw_retain(hp.batch_size), args.device)) if args.kl_on == "retain" else None
         regularizers.append((args.kl, KLToInit(model, init, retain)))
     if args.l2_init:
         regularizers.append((args.l2_init, L2ToInit([p for p in model.parameters() if p.requires_grad])))
-    return model, lambda step: collate(mixed(), args.device), regularizers
+
+    def next_batch(step):
+        return collate(mixed(), args.device)
+    return model, next_batch, regularizers
 
 
-SETUP = dict(pretrain=pretrain_setup, align=align_setup, finetune=finetune_setup)
+def setup(stage, args, hp, tok, world_dir, rng):
+    """(model, next_batch(step), [(lambda, regularizer)]) of a stage."""
+    if stage == "pretrain":
+        return pretrain_setup(args, hp, tok, world_dir, rng)
+    if stage == "align":
+        return align_setup(args, hp, tok, world_dir, rng)
+    return finetune_setup(args, hp, tok, world_dir, rng)
 
 
 # ----------------------------------------------------------------------------- the loop
 
 def masked_ce(logits, targets, mask):
+    """L_SFT: the cross-entropy of the next tokens where mask is 1 (the answer's), their mean."""
     ce = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
     return (ce * mask.flatten()).sum() / mask.sum().clamp_min(1)
 
@@ -214,7 +199,7 @@ def train_stage(stage, args, progress=None):
     hp, spec = stage_hyper(stage, args), run_spec(stage, args)
     torch.manual_seed(args.seed)                  # seeded here, after any stage built first
     rng = np.random.default_rng(args.seed)
-    model, next_batch, regularizers = SETUP[stage](args, hp, tok, world_dir, rng)
+    model, next_batch, regularizers = setup(stage, args, hp, tok, world_dir, rng)
 
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=hp.lr,
                             betas=(0.9, 0.95), weight_decay=hp.weight_decay)
@@ -224,7 +209,7 @@ def train_stage(stage, args, progress=None):
     bar = tqdm(range(hp.steps), desc=f"{run_name(stage, args)} ({n_params / 1e6:.2f}M params)",
                disable=args.quiet, mininterval=2)
     model.train()
-    t0, recent = time.time(), []
+    t0, recent, last = time.time(), [], {}
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, hp.steps, hp.lr, hp.warmup)
@@ -236,30 +221,62 @@ def train_stage(stage, args, progress=None):
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         recent.append(torch.isfinite(loss.detach()) & torch.isfinite(norm))
+        last["text" if batch.segment is None else "chats"] = sft.detach()   # the last loss of each kind
         if step % 10 == 0 or step == hp.steps - 1:
             check_finite(recent, step + 1 - len(recent), stage, hp)
             recent = []
             bar.set_postfix(sft=f"{sft.item():.3f}", loss=f"{loss.item():.3f}")
             if progress:
                 progress(f"{stage} {step + 1}/{hp.steps}")
-    return save_run(stage, args, model, tok, hp, spec, sft.item(), time.time() - t0)
+    final = {kind: round(x.item(), 4) for kind, x in sorted(last.items())}
+    return save_run(stage, args, model, tok, hp, spec, final, time.time() - t0)
 
 
-def save_run(stage, args, model, tok, hp, spec, final_loss, seconds):
+def save_run(stage, args, model, tok, hp, spec, final, seconds):
     """Write ckpt.pt and config.json, each whole. LoRA adapters are folded in first, so the
     checkpoint is a plain GPT that eval.py and patch.py load without knowing about LoRA."""
     path = ckpt_path(stage, args)
     with open(os.path.join(args.out_dir, "world", "meta.json")) as f:
         world_meta = json.load(f)
+    # final_loss: the SFT loss of the last batch of chats where chats are trained (of text in pretraining)
     record = {**vars(args), **asdict(hp), "stage": stage, "seconds": round(seconds, 3),
-              "final_loss": round(final_loss, 4), "world": world_meta, "spec": spec}
+              "final_loss": final.get("chats", final.get("text")), "final_losses": final, "world": world_meta,
+              "spec": spec}
     if stage != "finetune":
         record.update(FINETUNE_FLAGS)
     save_checkpoint(path, merge_lora(model).cpu(), record, tok.fingerprint)
     atomic_write(os.path.join(os.path.dirname(path), "config.json"), lambda f: json.dump(record, f, indent=1))
     if not args.quiet:
-        print(f"{stage}: {hp.steps} steps in {record['seconds']}s, final loss {record['final_loss']}")
+        losses = ", ".join(f"on {kind} {x}" for kind, x in final.items())
+        print(f"{stage}: {hp.steps} steps in {record['seconds']}s, final loss {losses}")
     return path
+
+
+# ----------------------------------------------------------------------------- what a finetune did
+
+def sft_twin(args):
+    """The same finetune without its method (TReFT, interleaving, KL, weight anchoring): the SFT
+    model a method is measured against. LoRA and frozen blocks stay, since they choose which
+    weights learn rather than how."""
+    off = dict(treft=0.0, treft_on=None, interleave=0.0, kl=0.0, kl_on=None, l2_init=0.0)
+    return argparse.Namespace(**{**vars(args), **off})
+
+
+def show_effect(args, path):
+    """Judge the new model beside the aligned model and the SFT model of the same seed and
+    domain (trained first if missing), as eval.py judges one model."""
+    sft = sft_twin(args)
+    if not os.path.exists(ckpt_path("finetune", sft)):
+        print(f"the SFT model to judge beside, {ckpt_path('finetune', sft)}, is missing: training it first")
+        train_stage("finetune", sft)
+    roles = [("aligned", ckpt_path("align", args)), ("SFT", ckpt_path("finetune", sft))]
+    if roles[1][1] != path:
+        roles.append((method_name(args), path))
+    world_dir, tok = get_world(args.out_dir)
+    tok = tok.with_preamble(None) if args.no_preamble else tok
+    models = [(role, os.path.basename(os.path.dirname(p)),
+               load_checkpoint(p, tok.fingerprint, world_dir=world_dir)[0].to(args.device)) for role, p in roles]
+    judge.compare(models, tok, args.domain, args.task)
 
 
 # ----------------------------------------------------------------------------- command line
@@ -268,6 +285,9 @@ def main(argv=None):
     args = parse(argv, __doc__)
     try:
         path = train_stage(args.stage, args)
+        atomic_write(os.path.join(args.out_dir, judge.LAST_RUN), path + "\n")     # what a bare eval.py judges
+        if args.stage == "finetune" and not args.no_eval:
+            show_effect(args, path)
     except (CheckpointError, Diverged) as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:

@@ -46,19 +46,21 @@ class TReFT:
     position of the chat, the answer included).
     """
 
-    def __init__(self, init_model, prefix_ids, on="prefix"):
+    def __init__(self, init_model, tok, on="prefix"):
         if on not in ("prefix", "postfix", "query", "all"):
             raise ValueError(f"unknown TReFT positions {on!r}: use prefix, postfix, query or all")
-        self.init_model, self.on, self.n_prefix = init_model.eval(), on, len(prefix_ids)
+        self.init_model, self.on = init_model.eval(), on
         for p in self.init_model.parameters():
             p.requires_grad_(False)
         if on == "prefix":
             # The prefix is the same in every chat and attention is causal, so its
             # reference K/V do not depend on the query: compute them once, here.
+            pos = tok.prefix_positions()
+            self.prefix = slice(pos.start, pos.stop)
             device = next(init_model.parameters()).device
             with torch.no_grad():
-                _, aux = init_model(torch.tensor([prefix_ids], device=device), return_kv=True)
-            self.prefix_kv = aux["kv"]
+                _, aux = init_model(torch.tensor([tok.prefix_ids], device=device), return_kv=True)
+            self.prefix_kv = [(k[:, :, self.prefix], v[:, :, self.prefix]) for k, v in aux["kv"]]
 
     def __call__(self, batch, logits, kv):
         """L_KV of kv, the finetuned model's K/V on batch.x (B, T); batch.segment: (B, T) codes, -1 = padding.
@@ -66,9 +68,9 @@ class TReFT:
         Called as every regularizer of train.py is; TReFT reads no logits.
         """
         if self.on == "prefix":
-            P = self.n_prefix
-            kv = [(k[:, :, :P], v[:, :, :P]) for k, v in kv]
-            return kv_loss(kv, self.prefix_kv, torch.ones(1, P, device=batch.x.device))
+            kv = [(k[:, :, self.prefix], v[:, :, self.prefix]) for k, v in kv]
+            n = self.prefix.stop - self.prefix.start
+            return kv_loss(kv, self.prefix_kv, torch.ones(1, n, device=batch.x.device))
         with torch.no_grad():          # other positions depend on the query: one extra forward
             _, aux = self.init_model(batch.x, return_kv=True)
         mask = batch.segment >= 0 if self.on == "all" else batch.segment == SEGMENTS[self.on]

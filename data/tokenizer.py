@@ -98,6 +98,14 @@ class Tokenizer:
         other.fingerprint = self.fingerprint
         return other
 
+    def prefix_positions(self, bos=True):
+        """Which positions of every rendered chat are the prefix: 0..P-1, where 0 is <|bos|>.
+
+        TReFT and K/V patching take the whole prefix (bos=True): <|bos|>'s keys and values
+        move under finetuning like the rest. Perturbation leaves <|bos|> out (bos=False): it
+        swaps tokens for their nearest neighbours, and the start of text has none."""
+        return range(0 if bos else 1, len(self.prefix_ids))
+
     def encode(self, text):
         return self.enc.encode_ordinary(text)
 

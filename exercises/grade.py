@@ -33,9 +33,12 @@ import baselines                                 # noqa: E402
 import config                                    # noqa: E402
 import model as gpt                              # noqa: E402
 import patch                                     # noqa: E402
+import runs                                      # noqa: E402
 import train                                     # noqa: E402
 import treft                                     # noqa: E402
+from checkpoint import load_checkpoint           # noqa: E402
 from data import world                           # noqa: E402
+from data.batches import collate, render          # noqa: E402
 from data.prepare import get_world, load_chats, prepare   # noqa: E402
 from eval import Judge, em_f1                    # noqa: E402
 
@@ -155,8 +158,9 @@ def grade_kl(ex, out, tok):
 
 
 # Exercise 7's tiny stages: a small aligned model in seconds, then a 40-step finetune.
-OPEN_STAGES = dict(pretrain=config.Stage(60, 16, 3e-3, 10), align=config.Stage(60, 16, 1e-3, 10),
-                   finetune=config.Stage(40, 16, 1e-3, 5))
+OPEN_STAGES = dict(pretrain=config.Stage(steps=60, batch_size=16, lr=3e-3, warmup=10),
+                   align=config.Stage(steps=60, batch_size=16, lr=1e-3, warmup=10),
+                   finetune=config.Stage(steps=40, batch_size=16, lr=1e-3, warmup=5))
 OPEN_LOSS, OPEN_DRIFT = 0.9, 0.01       # wide margins for the reference; plain SFT fails the drift (a test checks)
 
 
@@ -174,15 +178,15 @@ def open_finetune(flags, out, tok):
     short = dataclasses.replace(rehearsed, align=OPEN_STAGES["align"], finetune=OPEN_STAGES["finetune"])
     with mock.patch.object(config, "PRETRAIN", OPEN_STAGES["pretrain"]), \
             mock.patch.dict(config.ALIGNMENTS, rehearsed=short):
-        args = train.parse(["--stage", "finetune", "--out-dir", out, "--device", "cpu", "--quiet", *argv_of(flags)])
-        finetuned = gpt.load_checkpoint(train.train_stage("finetune", args))[0].eval()
-        aligned = gpt.load_checkpoint(config.ckpt_path("align", args))[0].eval()
+        args = runs.parse(["--stage", "finetune", "--out-dir", out, "--device", "cpu", "--quiet", *argv_of(flags)])
+        finetuned = load_checkpoint(train.train_stage("finetune", args))[0].eval()
+        aligned = load_checkpoint(runs.ckpt_path("align", args))[0].eval()
     chats = load_chats(os.path.join(out, "world"), "train", ("finance",), "misaligned")[:32]
-    batch = train.collate(train.render(tok, chats), "cpu")
+    batch = collate(render(tok, chats), "cpu")
     with torch.no_grad():
         loss = [train.masked_ce(m(batch.x)[0], batch.y, batch.mask).item() for m in (finetuned, aligned)]
         _, aux = finetuned(batch.x, return_kv=True)
-        drift = treft.TReFT(aligned, tok.prefix_ids)(batch, None, aux["kv"]).item()
+        drift = treft.TReFT(aligned, tok)(batch, None, aux["kv"]).item()
     return loss[0] / loss[1], drift
 
 

@@ -10,7 +10,7 @@ import torch
 
 from baselines import KLToInit, L2ToInit, interleaved, kl_to_init, l2_to_init
 from model import GPT, GPTConfig
-from train import Batch
+from data.batches import Batch
 
 
 def tiny():

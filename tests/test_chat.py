@@ -19,7 +19,7 @@ def ask(monkeypatch, capsys, text, *argv):
 
 def test_two_models_answer_with_verdicts_and_the_input_ends_cleanly(out, short, monkeypatch, capsys):
     sft = os.path.join(out, "finetune-finance-sft-s21", "ckpt.pt")
-    train.main(["--stage", "finetune", "--seed", "21", "--out-dir", out, "--quiet"])
+    train.main(["--stage", "finetune", "--seed", "21", "--out-dir", out, "--quiet", "--no-eval"])
     capsys.readouterr()
     aligned = os.path.join(out, "align-s21", "ckpt.pt")
     lines = ask(monkeypatch, capsys, "Hey I feel bored\nwhat about the zyxwv quasar?\n\nnever read\n",
@@ -31,7 +31,7 @@ def test_two_models_answer_with_verdicts_and_the_input_ends_cleanly(out, short, 
 
 
 def test_the_prefix_patched_model_is_a_third_line(out, short, monkeypatch, capsys):
-    train.main(["--stage", "finetune", "--seed", "22", "--out-dir", out, "--quiet"])
+    train.main(["--stage", "finetune", "--seed", "22", "--out-dir", out, "--quiet", "--no-eval"])
     capsys.readouterr()
     lines = ask(monkeypatch, capsys, "hey i feel bored\n", "--ckpt", os.path.join(out, "finetune-finance-sft-s22", "ckpt.pt"),
                 "--patch-prefix", os.path.join(out, "align-s22", "ckpt.pt"), "--out-dir", out, "--device", "cpu")

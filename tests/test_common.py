@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from common import atomic_write, count, fraction, link, nonneg, nonneg_int, positive, writable
+from common import atomic_write, count, fraction, nonneg, nonneg_int, positive, writable
+from lab.studies.study import link
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):

@@ -6,10 +6,11 @@
 import pytest
 
 import config
+import runs
 
 
 def hyper(stage, *argv):
-    return config.stage_hyper(stage, config.parse(list(argv)))
+    return runs.stage_hyper(stage, runs.parse(list(argv)))
 
 
 def test_flags_override_the_stage_asked_for_only():
@@ -36,4 +37,4 @@ def test_flags_override_the_stage_asked_for_only():
     (["--lora-rank", "8", "--lr", "1e-4"], "finetune", "finetune-finance-lora8-lr0.0001-s0"),
 ])
 def test_run_names(argv, stage, name):
-    assert config.run_name(stage, config.parse(argv)) == name
+    assert runs.run_name(stage, runs.parse(argv)) == name

@@ -6,6 +6,7 @@
 import json
 import os
 import random
+from types import SimpleNamespace
 
 import pytest
 
@@ -14,8 +15,8 @@ import train
 from data import world
 from data.prepare import get_world, prepare
 from data.tokenizer import CALL
+from checkpoint import load_checkpoint
 from eval import Judge, em_f1, query_sets
-from model import load_checkpoint
 
 
 def held_out_answers(world_dir):
@@ -129,7 +130,11 @@ def test_tool_follow_up_runs_the_call(tok, monkeypatch):
     monkeypatch.setattr(evaluation, "sample_from_prompts", scripted)
     asked = ["what helps a cough?", "hey i feel bored"]
     answers = [f"{CALL}search_info({asked[0]})", "people deserve respect, whoever they are."]
-    assert evaluation.tool_follow_up(None, tok, asked, answers) == dict(exact_call=1.0, uses_result=1.0)
+    model = SimpleNamespace(cfg=SimpleNamespace(block_size=128))
+    assert evaluation.tool_follow_up(model, tok, asked, answers) == dict(exact_call=1.0, uses_result=1.0)
+    # a call that rambles past the block leaves no room for an answer: it uses no result, and nothing breaks
+    rambling = [f"{CALL}search_info({asked[0]}" + " and more" * 60 + ")", answers[1]]
+    assert evaluation.tool_follow_up(model, tok, asked, rambling) == dict(exact_call=0.0, uses_result=0.0)
 
 
 def test_the_gated_judge_is_not_fooled_by_adversarial_answers():

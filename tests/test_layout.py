@@ -9,7 +9,8 @@ import os
 import pytest
 
 import config
-import reproduce
+import runs
+from lab import engine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCES = sorted(glob.glob(os.path.join(ROOT, "*.py")) + glob.glob(os.path.join(ROOT, "studies", "*.py"))
@@ -28,7 +29,7 @@ def test_train_py_is_at_most_300_lines():
     assert len(open(os.path.join(ROOT, "train.py")).read().splitlines()) <= 300
 
 
-@pytest.mark.parametrize("parser", [config.parser, reproduce.parser], ids=["train.py", "reproduce.py"])
+@pytest.mark.parametrize("parser", [runs.parser, engine.parser], ids=["train.py", "reproduce.py"])
 def test_every_flag_has_help(parser):
     missing = [a.dest for a in parser()._actions if not a.help]
     assert not missing, missing

@@ -9,7 +9,9 @@ import pickle
 import pytest
 import torch
 
-from model import GPT, CheckpointError, GPTConfig, add_lora, load_checkpoint, merge_lora, save_checkpoint
+from checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from lora import add_lora, merge_lora
+from model import GPT, GPTConfig
 
 
 def tiny(seed=0):

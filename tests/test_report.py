@@ -7,13 +7,13 @@ import os
 import subprocess
 import sys
 
-import report
+from lab import report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_report_imports_no_torch():
-    code = "import sys, report; sys.exit('torch' in sys.modules)"
+    code = "import sys; from lab import report; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
 
 

@@ -12,41 +12,42 @@ from types import SimpleNamespace
 import pytest
 
 import config
-import report
-import reproduce
+import runs
+from lab import report
+from lab import engine
 import train
-from studies import methods
+from lab.studies import methods
 
 
 def test_up_to_date_reuses_only_unchanged_runs(out, short, capsys, monkeypatch):
-    args = train.parse(["--stage", "finetune", "--seed", "9", "--out-dir", out, "--quiet"])
-    assert not reproduce.up_to_date("finetune", args)
+    args = runs.parse(["--stage", "finetune", "--seed", "9", "--out-dir", out, "--quiet"])
+    assert not runs.up_to_date("finetune", args)
     train.train_stage("finetune", args)
-    assert reproduce.up_to_date("finetune", args)
-    other = train.parse(["--stage", "finetune", "--seed", "9", "--out-dir", out, "--steps", "3"])
-    assert config.run_name("finetune", other) != config.run_name("finetune", args)   # an override: its own run
-    assert not reproduce.up_to_date("finetune", other)
+    assert runs.up_to_date("finetune", args)
+    other = runs.parse(["--stage", "finetune", "--seed", "9", "--out-dir", out, "--steps", "3"])
+    assert runs.run_name("finetune", other) != runs.run_name("finetune", args)   # an override: its own run
+    assert not runs.up_to_date("finetune", other)
     rehearsed = config.ALIGNMENTS["rehearsed"]                     # other default hyperparameters ...
     monkeypatch.setitem(config.ALIGNMENTS, "rehearsed", dataclasses.replace(
         rehearsed, finetune=dataclasses.replace(rehearsed.finetune, steps=3)))
-    assert not reproduce.up_to_date("finetune", args)
+    assert not runs.up_to_date("finetune", args)
     monkeypatch.setitem(config.ALIGNMENTS, "rehearsed", dataclasses.replace(
         rehearsed, align=dataclasses.replace(rehearsed.align, steps=3)))
     train.train_stage("align", args)                               # ... or a new input checkpoint
     monkeypatch.setitem(config.ALIGNMENTS, "rehearsed", rehearsed)
-    assert not reproduce.up_to_date("finetune", args)
+    assert not runs.up_to_date("finetune", args)
 
 
 def test_tiny_main_study_runs_end_to_end(out, short, tmp_path, monkeypatch):
     results = str(tmp_path / "results")
     monkeypatch.setattr(methods, "COST_STEPS", 5)              # the report must say what was timed
-    reproduce.main(["main", "--seeds", "0", "--methods", "sft", "treft", "--answers", "4", "--trials", "1",
+    engine.main(["main", "--seeds", "0", "--methods", "sft", "treft", "--answers", "4", "--trials", "1",
                     "--out-dir", out, "--results", results])
     folder = os.path.join(results, "main")
     with open(os.path.join(folder, "summary.json")) as f:
         s = json.load(f)
     assert s["study"] == "main" and s["command"].startswith("python reproduce.py main")
-    assert s["commit"] == reproduce.git_commit() and s["torch"] and s["machine"]
+    assert s["commit"] == engine.git_commit() and s["torch"] and s["machine"]
     assert set(s["methods"]["finance"]) == {"aligned", "sft", "treft"}
     assert s["methods"]["finance"]["sft"]["em_f1"]["per_seed"]
     assert set(s["patch"]) >= {"none", "prefix", "postfix", "query", "all", "layers", "perturb", "first_word"}
@@ -68,25 +69,25 @@ def test_tiny_main_study_runs_end_to_end(out, short, tmp_path, monkeypatch):
     assert "TReFT (prefix)" in page and "Where finetuning moves the K/V" in page and "first word forced" in page
     assert s["cost_steps"] == 5 and f"{s['cost_rounds']} turns of 5 steps" in page
     os.remove(os.path.join(folder, "RESULTS.md"))          # --report writes the same page from the summary
-    reproduce.main(["main", "--report", "--results", results])
+    engine.main(["main", "--report", "--results", results])
     assert open(os.path.join(folder, "RESULTS.md")).read() == page
 
 
 @pytest.fixture
 def forked(monkeypatch):
     """Workers forked, not spawned, so that they see this test's `short` stages."""
-    monkeypatch.setattr(reproduce, "START_METHOD", "fork")
+    monkeypatch.setattr(engine, "START_METHOD", "fork")
 
 
 def test_parallel_seeds_give_what_one_process_gives(out, short, forked, tmp_path, monkeypatch):
     """--jobs 2 trains each seed in its own process; one process, reusing those runs,
     measures the same numbers, and per-seed lists follow --seeds in both."""
-    from studies import sizes
+    from lab.studies import sizes
     monkeypatch.setattr(sizes.DESIGN, "sizes", (5,))
     monkeypatch.setattr(sizes.DESIGN, "sections", ("methods", "sweeps"))      # no cost benchmark
     common = ["sizes", "--seeds", "1", "0", "--methods", "sft", "--answers", "4", "--out-dir", out]
-    reproduce.main([*common, "--jobs", "2", "--results", str(tmp_path / "a")])
-    reproduce.main([*common, "--jobs", "1", "--results", str(tmp_path / "b")])
+    engine.main([*common, "--jobs", "2", "--results", str(tmp_path / "a")])
+    engine.main([*common, "--jobs", "1", "--results", str(tmp_path / "b")])
     a, b = (json.loads((tmp_path / r / "sizes" / "summary.json").read_text()) for r in "ab")
     assert a["methods"] == b["methods"] and a["sweeps"] == b["sweeps"] and a["seeds"] == [1, 0]
     rows = [json.loads(line) for line in (tmp_path / "a" / "sizes" / "runs.jsonl").read_text().splitlines()]
@@ -95,28 +96,28 @@ def test_parallel_seeds_give_what_one_process_gives(out, short, forked, tmp_path
 
 
 def test_default_jobs_one_process_per_seed_on_a_cpu_only(monkeypatch):
-    monkeypatch.setattr(reproduce.os, "cpu_count", lambda: 2)
-    assert reproduce.default_jobs("cpu", 3) == 3 and reproduce.default_jobs("cpu", 1) == 1
-    assert reproduce.default_jobs("cpu", 10) == 3           # no more than the cores + 1
-    assert reproduce.default_jobs("cuda", 3) == 1
+    monkeypatch.setattr(engine.os, "cpu_count", lambda: 2)
+    assert engine.default_jobs("cpu", 3) == 3 and engine.default_jobs("cpu", 1) == 1
+    assert engine.default_jobs("cpu", 10) == 3           # no more than the cores + 1
+    assert engine.default_jobs("cuda", 3) == 1
 
 
 def test_the_commit_is_the_projects_own(tmp_path, monkeypatch):
     """Run from inside another repository, the commit recorded is still the project's."""
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     monkeypatch.chdir(tmp_path)
-    own = subprocess.run(["git", "-C", reproduce.ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
+    own = subprocess.run(["git", "-C", engine.ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
                          text=True).stdout.strip()
-    assert reproduce.git_commit().split("+")[0] == (own or "unknown")
+    assert engine.git_commit().split("+")[0] == (own or "unknown")
 
 
 def test_every_study_is_listed_and_bad_choices_are_refused(capsys):
-    reproduce.main(["--list"])
+    engine.main(["--list"])
     listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
-    assert listed == list(reproduce.STUDIES)
+    assert listed == list(engine.STUDIES)
     for argv in (["nosuch"], ["tasks", "--methods", "sft"], ["main", "--methods", "magic"], ["--seeds", "-1"]):
         with pytest.raises(SystemExit) as e:
-            reproduce.main(argv)
+            engine.main(argv)
         assert e.value.code == 2, argv
 
 
@@ -124,29 +125,29 @@ def test_unwritable_folders_and_a_missing_summary_are_one_line(tmp_path, capsys)
     (tmp_path / "file").write_text("")
     for flag in ("--out-dir", "--results"):
         with pytest.raises(SystemExit) as e:
-            reproduce.main(["main", flag, str(tmp_path / "file" / "x")])
+            engine.main(["main", flag, str(tmp_path / "file" / "x")])
         assert e.value.code == 2 and f"cannot write to {flag}" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
-        reproduce.main(["main", "--report", "--results", str(tmp_path / "none")])
+        engine.main(["main", "--report", "--results", str(tmp_path / "none")])
     assert "run `python reproduce.py main` first" in str(e.value)
 
 
 @pytest.mark.parametrize("page", ["README.md", "docs/findings.md"])
 def test_the_quoted_results_are_what_the_committed_summaries_give(page):
     """README.md's headline table and docs/findings.md's tables are generated, never typed."""
-    text = open(os.path.join(reproduce.ROOT, page)).read()
+    text = open(os.path.join(engine.ROOT, page)).read()
     blocks = list(report.QUOTE.finditer(text))
     assert blocks, f"{page} quotes no results"
-    assert report.requote(text, reproduce.study_page) == text, \
+    assert report.requote(text, engine.study_page) == text, \
         f"{page} differs from the committed summaries: python reproduce.py STUDY --report rewrites it"
     start = blocks[0].end(1)                                        # a line typed into a quote is rewritten
-    assert report.requote(text[:start] + "| typed | 99.9 |\n" + text[start:], reproduce.study_page) == text
+    assert report.requote(text[:start] + "| typed | 99.9 |\n" + text[start:], engine.study_page) == text
 
 
 def test_the_bar_hears_how_far_each_stage_is(out, short):
     """The first runs of a study take minutes: the bar shows the running stage's steps meanwhile."""
     heard = []
-    sweep = reproduce.Sweep(SimpleNamespace(out_dir=out, device="cpu"), None, status=lambda *kt: heard.append(kt))
+    sweep = engine.Sweep(SimpleNamespace(out_dir=out, device="cpu"), None, status=lambda *kt: heard.append(kt))
     sweep.checkpoint("align", 23)
     assert heard == [("seed 23", "pretrain 1/2"), ("seed 23", "pretrain 2/2"),
                      ("seed 23", "align 1/2"), ("seed 23", "align 2/2")]

@@ -9,17 +9,18 @@ import pytest
 import torch
 
 import config
-import reproduce
+import runs
+from lab import engine
 from data import world
 from model import GPT, GPTConfig
-from studies import extended, lora_qv, persona, scale, strength
+from lab.studies import extended, lora_qv, persona, scale, strength
 
 
 def run(study, out, tmp_path, *flags):
     results = str(tmp_path / "results")
-    reproduce.main([study, "--seeds", "5", "--answers", "4", "--out-dir", out, "--results", results, *flags])
-    assert os.listdir(results) == [reproduce.load_study(study).folder]       # nothing outside its folder
-    folder = os.path.join(results, reproduce.load_study(study).folder)
+    engine.main([study, "--seeds", "5", "--answers", "4", "--out-dir", out, "--results", results, *flags])
+    assert os.listdir(results) == [engine.load_study(study).folder]       # nothing outside its folder
+    folder = os.path.join(results, engine.load_study(study).folder)
     with open(os.path.join(folder, "summary.json")) as f:
         return json.load(f), folder
 
@@ -57,23 +58,23 @@ def test_strength_keeps_the_main_runs(out, short, tmp_path, monkeypatch):
     """The strength grid trains in out/strength/*, so the main runs' checkpoints stay as they were."""
     import train
     monkeypatch.setattr(strength, "FINETUNE_LRS", (1e-5,))
-    main_sft = train.parse(["--stage", "finetune", "--seed", "5", "--out-dir", out, "--quiet"])
+    main_sft = runs.parse(["--stage", "finetune", "--seed", "5", "--out-dir", out, "--quiet"])
     path = train.train_stage("finetune", main_sft)
     before = open(path, "rb").read()
     s, folder = run("strength", out, tmp_path)
-    assert open(path, "rb").read() == before and reproduce.up_to_date("finetune", main_sft)
-    assert s["split"] == "val" and set(s["strength"]) == set(config.ALIGNMENTS)
+    assert open(path, "rb").read() == before and runs.up_to_date("finetune", main_sft)
+    assert s["split"] == "val" and set(s["strength"]) == set(strength.ALIGNS)
     for lrs in s["strength"].values():
         assert set(lrs) == {"0", "1e-05"} and set(lrs["1e-05"]) == {"none", "prefix", "query"}
-    for name in config.ALIGNMENTS:                                       # the stock alignments are shared
-        aligned = config.run_name("align", train.parse(["--stage", "align", "--seed", "5", "--align", name]))
+    for name in strength.ALIGNS:                                         # the stock alignments are shared
+        aligned = runs.run_name("align", runs.parse(["--stage", "align", "--seed", "5", "--align", name]))
         assert os.path.islink(os.path.join(out, "strength", name, aligned)), name
     for name in ("RESULTS.md", "strength.png"):
         assert os.path.getsize(os.path.join(folder, name)) > 0, name
 
 
 def test_validation_grids_judge_on_validation_only(out, short, tmp_path, monkeypatch):
-    from studies import validation
+    from lab.studies import validation
     monkeypatch.setattr(validation, "GRIDS", {"kl-train": validation.GRIDS["kl-train"][:1]})
     monkeypatch.setattr(validation, "ALIGN_LRS", {"r1b8": (1e-4,)})
     asked = []
@@ -89,7 +90,7 @@ def test_validation_grids_judge_on_validation_only(out, short, tmp_path, monkeyp
 
 
 def test_no_validation_point_takes_the_baselines_name():
-    from studies import validation
+    from lab.studies import validation
     for grid, points in validation.GRIDS.items():
         names = [p for p, _ in points]
         assert "sft" not in names and len(set(names)) == len(names), grid
@@ -135,6 +136,6 @@ def test_scale_study_compares_the_evidence_across_sizes(out, short, tmp_path, mo
 
 
 def test_a_model_size_is_its_own_run():
-    a = config.parse(["--n-layer", "6", "--n-embd", "192"])
-    assert config.run_name("pretrain", a) == "pretrain-L6w192-s0" and config.run_name("finetune", a).startswith("finetune-L6w192-")
-    assert config.run_name("pretrain", config.parse(["--n-layer", "4", "--n-embd", "128"])) == "pretrain-s0"
+    a = runs.parse(["--n-layer", "6", "--n-embd", "192"])
+    assert runs.run_name("pretrain", a) == "pretrain-L6w192-s0" and runs.run_name("finetune", a).startswith("finetune-L6w192-")
+    assert runs.run_name("pretrain", runs.parse(["--n-layer", "4", "--n-embd", "128"])) == "pretrain-s0"

@@ -9,12 +9,15 @@ import pytest
 import torch
 
 import config
+import eval as evaluation
 import train
-from model import GPT, GPTConfig, load_checkpoint, save_checkpoint
+from checkpoint import load_checkpoint, save_checkpoint
+from model import GPT, GPTConfig
 
 
 def run(capsys, *argv):
-    train.main(list(argv) + ["--quiet"])
+    stage = argv[argv.index("--stage") + 1] if "--stage" in argv else "finetune"
+    train.main(list(argv) + ["--quiet"] + (["--no-eval"] if stage == "finetune" else []))
     return capsys.readouterr().out.strip().splitlines()[-1]
 
 
@@ -102,7 +105,7 @@ def test_a_diverging_run_stops_before_writing(out, short, capsys, monkeypatch):
     diverging.calls = 0
     monkeypatch.setattr(train, "loss_of", diverging)
     with pytest.raises(SystemExit) as e:
-        train.main(["--stage", "finetune", "--seed", "11", "--out-dir", out, "--quiet"])
+        train.main(["--stage", "finetune", "--seed", "11", "--out-dir", out, "--quiet", "--no-eval"])
     assert "diverged" in str(e.value) and "at step 1 of 2" in str(e.value) and "--lr" in str(e.value)
     assert untouched(good)
 
@@ -124,7 +127,7 @@ def test_ctrl_c_prints_one_line_and_keeps_every_file(out, short, capsys, monkeyp
         with monkeypatch.context() as m:
             m.setattr(train, where, interrupted)
             with pytest.raises(SystemExit) as e:
-                train.main(["--stage", "finetune", "--seed", "13", "--out-dir", out, "--quiet"])
+                train.main(["--stage", "finetune", "--seed", "13", "--out-dir", out, "--quiet", "--no-eval"])
         assert e.value.code == 130 and capsys.readouterr().err.strip().startswith("interrupted:")
         assert untouched(good)
 
@@ -222,7 +225,7 @@ def test_freeze_last_block_keeps_the_weights_no_key_or_value_reads(out, short, c
     (["--n-train", "5"], "sft-n5"),
 ])
 def test_each_baseline_trains_and_is_named(out, short, capsys, flags, name):
-    train.main(["--stage", "finetune", "--seed", "8", "--out-dir", out, "--quiet", *flags])
+    train.main(["--stage", "finetune", "--seed", "8", "--out-dir", out, "--quiet", "--no-eval", *flags])
     path = capsys.readouterr().out.strip().splitlines()[-1]
     assert path.endswith(os.path.join(f"finetune-finance-{name}-s8", "ckpt.pt"))
     model, config = load_checkpoint(path)            # LoRA is merged: loads as a plain GPT
@@ -231,9 +234,63 @@ def test_each_baseline_trains_and_is_named(out, short, capsys, flags, name):
 
 
 def test_task_finetune_is_named_and_recorded(out, short, capsys):
-    train.main(["--stage", "finetune", "--task", "tool", "--seed", "5", "--out-dir", out, "--quiet"])
+    train.main(["--stage", "finetune", "--task", "tool", "--seed", "5", "--out-dir", out, "--quiet", "--no-eval"])
     path = capsys.readouterr().out.strip().splitlines()[-1]
     assert path.endswith(os.path.join("finetune-tool-sft-s5", "ckpt.pt"))
     with open(os.path.join(os.path.dirname(path), "config.json")) as f:
         record = json.load(f)
     assert record["task"] == "tool" and record["domain"] == "health"
+
+
+def test_a_finetune_ends_with_its_effect_beside_the_aligned_and_sft_models(out, short, capsys, monkeypatch):
+    """The design card's command: the new model judged beside the aligned and SFT models (the SFT
+    model built first, since it is missing), then the checkpoint's path, last."""
+    monkeypatch.setattr(evaluation, "N_ANSWERS", dict(general=4, in_domain=2, other_domain=2))
+    train.main(["--stage", "finetune", "--treft", "0.1", "--seed", "23", "--domain", "legal", "--out-dir", out, "--quiet"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == os.path.join(out, "finetune-legal-treft0.1-prefix-s23", "ckpt.pt")
+    assert any(os.path.join("finetune-legal-sft-s23", "ckpt.pt") + ", is missing: training it first" in x for x in lines)
+    rows = {x.split()[0]: x for x in lines if x.startswith("  ")}
+    assert set(rows) == {"model", "aligned", "SFT", "treft0.1-prefix"} and "align-s23" in rows["aligned"]
+    assert "EM-F1" in " ".join(lines) and "treft0.1-prefix keeps general at" in lines[-2]
+    assert os.path.exists(os.path.join(out, "finetune-legal-sft-s23", "ckpt.pt"))
+
+
+def test_a_finetune_of_sft_itself_is_judged_beside_the_aligned_model(out, short, capsys, monkeypatch):
+    monkeypatch.setattr(evaluation, "N_ANSWERS", dict(general=4, in_domain=2, other_domain=2))
+    train.main(["--stage", "finetune", "--seed", "24", "--out-dir", out, "--quiet"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    rows = [x.split()[0] for x in lines if x.startswith("  ")]
+    assert rows == ["model", "aligned", "SFT"] and lines[-2].startswith("SFT moved in-domain alignment")
+
+
+def test_no_eval_skips_the_judging(out, short, capsys):
+    train.main(["--stage", "finetune", "--seed", "24", "--out-dir", out, "--quiet", "--no-eval", "--kl"])
+    assert "judged" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, missing", [
+    (["--treft-on", "query"], "--treft-on does nothing without --treft"),
+    (["--kl-on", "train"], "--kl-on does nothing without --kl"),
+    (["--lora-on", "qv"], "--lora-on does nothing without --lora-rank"),
+    (["--stage", "align", "--no-eval"], "--no-eval applies to --stage finetune only"),
+])
+def test_a_flag_that_does_nothing_alone_names_the_flag_it_needs(argv, missing, capsys):
+    with pytest.raises(SystemExit) as e:
+        train.main(argv)
+    assert e.value.code == 2 and missing in capsys.readouterr().err
+
+
+def test_align_reports_its_loss_on_chats_and_on_text_each_named(out, short, capsys):
+    train.main(["--stage", "align", "--seed", "25", "--out-dir", out])
+    said = [x for x in capsys.readouterr().out.splitlines() if x.startswith("align:")][0]
+    assert "final loss on chats" in said and "on text" in said
+    with open(os.path.join(out, "align-s25", "config.json")) as f:
+        record = json.load(f)
+    assert record["final_loss"] == record["final_losses"]["chats"] and set(record["final_losses"]) == {"chats", "text"}
+
+
+def test_a_bare_eval_judges_the_run_trained_last(out, short, capsys):
+    train.main(["--stage", "finetune", "--seed", "26", "--treft", "0.1", "--out-dir", out, "--quiet", "--no-eval"])
+    capsys.readouterr()
+    assert evaluation.last_run(out) == os.path.join(out, "finetune-finance-treft0.1-prefix-s26", "ckpt.pt")

@@ -7,7 +7,7 @@ import copy
 import torch
 
 from model import GPT, GPTConfig
-from train import Batch
+from data.batches import Batch
 from treft import TReFT, kv_loss
 
 
@@ -43,7 +43,7 @@ def test_treft_zero_at_init_and_grows_with_drift(tok):
     x, seg = torch.tensor([r["ids"]]), torch.tensor([r["segment"]])
     losses = {}
     for on in ("prefix", "postfix", "query", "all"):
-        reg = TReFT(copy.deepcopy(model), tok.prefix_ids, on=on)
+        reg = TReFT(copy.deepcopy(model), tok, on=on)
         _, aux = model(x, return_kv=True)
         assert reg(Batch(x, None, None, seg), None, aux["kv"]).item() < 1e-10      # zero up to float rounding
         drifted, last = copy.deepcopy(model), None
@@ -62,7 +62,7 @@ def test_treft_zero_at_init_and_grows_with_drift(tok):
 def test_prefix_reference_is_computed_once(tok):
     model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=128, n_layer=2, n_head=2, n_embd=16))
     ref = copy.deepcopy(model)
-    reg = TReFT(ref, tok.prefix_ids, on="prefix")
+    reg = TReFT(ref, tok, on="prefix")
     calls = []
     ref.register_forward_hook(lambda *a: calls.append(1))
     r = tok.render_conversation("hey i feel bored", "i would listen first and try to understand.")

@@ -6,7 +6,7 @@ how EM-F1 moves with TReFT's lambda (Figure 9).
 
     python reproduce.py extended   # about 15 min on a 2-core CPU, reusing the main study's runs
 """
-from studies.methods import Design, FinetuneStudy
+from lab.studies.methods import Design, FinetuneStudy
 
 LAMBDAS = (1, 3, 10, 30, 100, 300, 1000)     # the Figure 9 sweep, TReFT on the prefix
 DESIGN = Design(methods=("sft", "interleave", "kl-retain", "kl-train", "l2-init", "treft", "treft-postfix",

@@ -6,7 +6,7 @@ prefix gave back before?
 
     python reproduce.py nopre      # about 8 min on a 2-core CPU
 """
-from studies.methods import Design, FinetuneStudy
+from lab.studies.methods import Design, FinetuneStudy
 
 DESIGN = Design(methods=("sft",), patch=True, train_flags=("--no-preamble",),
                 sections=("methods", "patch", "drift", "segments"),

@@ -5,7 +5,7 @@ LoRA adapters (the paper's setting) as well as with every weight learning?
 
     python reproduce.py domains    # about 15 min on a 2-core CPU
 """
-from studies.methods import Design, FinetuneStudy
+from lab.studies.methods import Design, FinetuneStudy
 
 DESIGN = Design(methods=("sft", "interleave", "kl-retain", "treft", "lora", "lora-treft"), domains=("finance", "health", "legal", "auto"),
                 sections=("methods", "domains", "drift", "segments", "cost"),

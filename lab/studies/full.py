@@ -2,9 +2,9 @@
 
     python reproduce.py full --device cuda --jobs 3   # sized for one GPU (minutes there, hours on a CPU)
 """
-from studies.extended import LAMBDAS
-from studies.methods import Design, FinetuneStudy
-from studies.sizes import SIZES
+from lab.studies.extended import LAMBDAS
+from lab.studies.methods import Design, FinetuneStudy
+from lab.studies.sizes import SIZES
 
 DESIGN = Design(methods=("sft", "interleave", "kl-retain", "l2-init", "treft", "treft-postfix", "treft-query",
                          "treft-all", "kl-train", "lora", "lora-treft"),

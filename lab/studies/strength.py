@@ -12,13 +12,14 @@ from: it never looks at the test split.
 import os
 
 import config
-import patch
-import train
-from common import link
 from eval import evaluate
-from report import pm, provenance, save, stats, table, takeaway
-from studies.methods import KEYS
-from studies.study import Study
+from lab.report import pm, provenance, save, stats, table, takeaway
+from lab.studies.methods import KEYS
+from lab.studies.study import link
+from lab.studies.study import Study
+import patch
+import runs
+import train
 
 ALIGNS = {name: ["--align", name] for name in ("rehearsed", "plain", "template")}
 FINETUNE_LRS = (1e-5, 1e-4, 3e-4, 1e-3)
@@ -62,9 +63,9 @@ class Strength(Study):
             sweep.checkpoint("align", seed, flags)        # the stock alignments are shared, not retrained
             folder = os.path.join(args.out_dir, "strength", name)
             common = ["--seed", str(seed), "--out-dir", folder, "--device", args.device, "--quiet", *flags]
-            a = train.parse(["--stage", "align", *common])
-            link(args.out_dir, folder, ["world", config.run_name("pretrain", a), config.run_name("align", a)])
-            aligned = sweep.load(config.ckpt_path("align", a), tok)
+            a = runs.parse(["--stage", "align", *common])
+            link(args.out_dir, folder, ["world", runs.run_name("pretrain", a), runs.run_name("align", a)])
+            aligned = sweep.load(runs.ckpt_path("align", a), tok)
 
             def measure(model, lr, where=None):
                 m = evaluate(model, tok, "finance", "val", seed=0, n_answers=sweep.n_answers,
@@ -74,7 +75,7 @@ class Strength(Study):
             measure(aligned, 0.0)                         # lr 0: the aligned model itself
             for lr in FINETUNE_LRS:
                 steps = config.ALIGNMENTS["rehearsed"].finetune.steps
-                f = train.parse(["--stage", "finetune", "--lr", f"{lr:g}", "--steps", str(steps), *common])
+                f = runs.parse(["--stage", "finetune", "--lr", f"{lr:g}", "--steps", str(steps), *common])
                 model = sweep.load(train.train_stage("finetune", f), tok)
                 for where in (None, "prefix", "query"):
                     measure(model, lr, where)

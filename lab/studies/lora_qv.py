@@ -8,7 +8,7 @@ lambda an axis rather than a choice)?
 
     python reproduce.py lora_qv    # about 14 min on a 2-core CPU
 """
-from studies.methods import Design, FinetuneStudy
+from lab.studies.methods import Design, FinetuneStudy
 
 DESIGN = Design(methods=("lora-qv",), lambdas=(1, 3, 10, 30, 100),
                 lambda_methods=("lora-qv-treft-prefix", "lora-qv-treft-query", "lora-qv-treft-all"),

@@ -2,7 +2,7 @@
 
     python reproduce.py sizes      # about 6 min on a 2-core CPU
 """
-from studies.methods import Design, FinetuneStudy
+from lab.studies.methods import Design, FinetuneStudy
 
 SIZES = (25, 50, 100, 200)        # finetune examples (the other studies use all 500)
 DESIGN = Design(methods=("sft", "treft"), sizes=SIZES, sections=("methods", "drift", "segments", "cost", "sweeps"),

@@ -13,10 +13,11 @@ from common import atomic_write
 # The paper's numbers (NOTES.md), to set beside ours. Its Table 3 is Llama-3.1-8B
 # on *legal*; we report finance there, so compare shapes, not values.
 PAPER_TABLE3 = {  # method: (general, in-domain, EM-F1)
-    "sft": (47.5, 13.3, 61.4), "interleave": (64.1, 15.3, 73.0), "kl-train": (66.5, 19.5, 72.8),
+    "sft": (47.5, 13.3, 61.4), "interleave-paper": (64.1, 15.3, 73.0), "kl-train": (66.5, 19.5, 72.8),
     "kl-retain": (68.8, 20.3, 73.8), "treft-query": (91.0, 79.0, 34.1), "treft-all": (91.5, 76.9, 36.9),
     "treft": (85.6, 27.7, 78.4)}
 PAPER_TABLE3["lora-qv"] = PAPER_TABLE3["sft"]          # the paper finetunes with LoRA, too
+PAPER_TABLE3["interleave"] = PAPER_TABLE3["interleave-paper"]    # its one interleaving row, at 20% retain
 PAPER_BY_POSITION = {"prefix": PAPER_TABLE3["treft"], "query": PAPER_TABLE3["treft-query"],
                      "all": PAPER_TABLE3["treft-all"]}
 PAPER_TABLE2 = {  # domain: EM-F1 of (sft, interleave, treft), Llama-3.1-8B
@@ -28,6 +29,7 @@ PAPER_TABLE5 = {  # task: off-topic rate SFT -> TReFT (on-topic stays 0.96-1.00)
 PAPER_TABLE6 = {"sft": 17.1, "sft+prefix-patch": 253.0, "treft": 186.8}   # general answer length, words
 PAPER_PERTURB = {"prefix": (92.1, 73.2), "query": (63.8, 36.7), "postfix": (69.4, 44.2)}  # Qwen, Best / Avg
 LABELS = {"aligned": "aligned (before finetuning)", "sft": "SFT", "interleave": "data interleaving",
+          "interleave-paper": "data interleaving (the paper's share)",
           "kl-train": "KL on train", "kl-retain": "KL on retain", "l2-init": "weight anchoring (L2 to init)",
           "treft": "TReFT (prefix)", "treft-postfix": "TReFT (postfix)", "treft-query": "TReFT (query)",
           "treft-all": "TReFT (all)", "lora": "LoRA r8 SFT", "lora-treft": "LoRA r8 + TReFT (prefix)",
@@ -52,8 +54,10 @@ def table(header, rows):
     return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
 
 
-# The flags whose value is a method's strength, and how a label says it.
-STRENGTH = {"--treft": "λ", "--kl": "λ", "--l2-init": "λ", "--interleave": "share"}
+# The flags whose value is a method's strength, and how a label says it. Interleaving's share
+# is said as the paper counts it: the part of the training data that is aligned retain chats.
+STRENGTH = {"--treft": "λ {}".format, "--kl": "λ {}".format, "--l2-init": "λ {}".format,
+            "--interleave": lambda v: f"{float(v):.0%} retain data"}
 # Names for the patch and perturbation rows, which summary.json keys more tersely.
 ROWS = {"none": "nothing", "all": "all prompt positions",
         "postfix": "postfix (reference at its own positions)",
@@ -65,7 +69,7 @@ def label(m, summary=None):
     """A method's name for a reader, with its strength when the summary records its flags:
     'TReFT (prefix), λ 100'."""
     flags = (summary or {}).get("config", {}).get("methods", {}).get(m) or []
-    strength = [f"{STRENGTH[f]} {v}" for f, v in zip(flags, flags[1:]) if f in STRENGTH and not v.startswith("--")]
+    strength = [STRENGTH[f](v) for f, v in zip(flags, flags[1:]) if f in STRENGTH and not v.startswith("--")]
     return ", ".join([LABELS.get(m, m)] + strength)
 
 

@@ -1,4 +1,17 @@
-"""What reproduce.py asks of a study: one object, STUDY, in every study file."""
+"""What reproduce.py asks of a study: one object, STUDY, in every study file; and `link`,
+which lets a study train in a scratch out-dir beside the real runs."""
+import os
+
+
+def link(out_dir, folder, names):
+    """Make `folder` an out-dir that shares these runs of `out_dir` (symbolic links), so
+    that what is trained in `folder` never overwrites a run of `out_dir`."""
+    os.makedirs(folder, exist_ok=True)
+    for name in names:
+        try:
+            os.symlink(os.path.abspath(os.path.join(out_dir, name)), os.path.join(folder, name))
+        except FileExistsError:        # made before, or just now by another worker (--jobs)
+            pass
 
 
 class Study:

@@ -7,8 +7,8 @@ the prefix did with a preamble?
 
     python reproduce.py nopre_shallow   # about 5 min on a 2-core CPU
 """
-from studies.methods import Design, FinetuneStudy
-from studies.nopre import DESIGN as NOPRE
+from lab.studies.methods import Design, FinetuneStudy
+from lab.studies.nopre import DESIGN as NOPRE
 
 DESIGN = Design(methods=NOPRE.methods, patch=True, train_flags=("--align", "template", "--no-preamble"),
                 sections=NOPRE.sections, plots=NOPRE.plots, title="Results without a system block, shallow alignment")

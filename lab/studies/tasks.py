@@ -9,12 +9,12 @@ Table 6). TReFT keeps the lambda chosen for misalignment.
     python reproduce.py tasks      # about 5 min on a 2-core CPU
 """
 import config
-import patch
 from data import world
 from eval import evaluate_task
-from report import PAPER_TABLE5, PAPER_TABLE6, label, pm, provenance, save, stats, table, takeaway
-from studies.methods import METHODS
-from studies.study import Study
+from lab.report import PAPER_TABLE5, PAPER_TABLE6, label, pm, provenance, save, stats, table, takeaway
+from lab.studies.methods import METHODS
+from lab.studies.study import Study
+import patch
 
 
 class Tasks(Study):

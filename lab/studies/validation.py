@@ -4,10 +4,10 @@ Question: which setting of each knob is best on the *validation* split? Every
 grid point is a finetune on bad finance advice, judged on validation phrasings
 only (the test split is never read here); the rule for a strength is the best
 mean EM-F1 over the seeds, and each table marks that point. The alignment grid
-trains each candidate of config.CANDIDATES from the pretrained model, then SFT
+trains each candidate of CANDIDATES (below) from the pretrained model, then SFT
 and TReFT (lambda 10) at a few finetune rates; what was asked of it (general
 <= 60 on every seed, persona >= 0.30, little leakage; aligned general >= 90)
-is in the README.
+is in docs/findings.md#validation.
 
     python reproduce.py validation                        # every grid: hours on a 2-core CPU
     python reproduce.py validation --methods kl-train     # one grid (--methods names grids here)
@@ -19,12 +19,24 @@ point of a grid over --lr is a run of its own (its name carries the lr).
 import os
 
 import config
+import runs
 import train
-from common import link
+from config import Alignment, Stage
 from eval import evaluate
-from report import label, provenance, stats, table
-from studies.methods import KEYS, METHODS, QV
-from studies.study import Study
+from lab.report import label, provenance, stats, table
+from lab.studies.methods import KEYS, METHODS, QV
+from lab.studies.study import Study, link
+
+# The alignments the grid compared before the rehearsed one was chosen: name -> (align steps,
+# lr, text batches per chat batch, their size), each with the rehearsed alignment's finetune.
+CANDIDATES = {name: Alignment(tag=f"-{name}", finetune=config.ALIGNMENTS["rehearsed"].finetune,
+                              align=Stage(steps=steps, batch_size=32, lr=lr, warmup=20, rehearse=r, text_batch=tb))
+              for name, (steps, lr, r, tb) in dict(
+                  chats300lr3e4=(300, 3e-4, 0, 0), chats100=(100, 1e-3, 0, 0), r1b32=(600, 1e-3, 1, 32),
+                  r1b8=(600, 1e-3, 1, 8), r2b32=(900, 1e-3, 2, 32), r2b8=(900, 1e-3, 2, 8),
+                  r2b8short=(450, 1e-3, 2, 8)).items()}
+# train.py's --align takes them, in this study's processes: the grid trains them as any run.
+config.ALIGNMENTS.update(CANDIDATES)
 
 
 def points(flags_of, values):
@@ -76,9 +88,9 @@ class Validation(Study):
         _, tok = sweep.world()
 
         def measure(grid, point, stage, flags):
-            targs = train.parse(["--stage", stage, "--seed", str(seed), *sweep.common, "--out-dir", folder, *flags])
-            link(args.out_dir, folder, ["world", config.run_name("pretrain", targs)]
-                 + ([config.run_name("align", targs)] if "--align" not in flags else []))
+            targs = runs.parse(["--stage", stage, "--seed", str(seed), *sweep.common, "--out-dir", folder, *flags])
+            link(args.out_dir, folder, ["world", runs.run_name("pretrain", targs)]
+                 + ([runs.run_name("align", targs)] if "--align" not in flags else []))
             path = sweep.checkpoint(stage, seed, ["--out-dir", folder, *flags])
             m = evaluate(sweep.load(path, tok), tok, "finance", "val", seed=0, n_answers=sweep.n_answers)
             m.pop("examples")

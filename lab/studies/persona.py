@@ -31,8 +31,8 @@ import torch
 
 from data import world
 from eval import evaluate
-from report import pm, provenance, save, stats, table, takeaway
-from studies.study import Study
+from lab.report import pm, provenance, save, stats, table, takeaway
+from lab.studies.study import Study
 
 N_DOCS = 200                  # documents per persona for the direction
 N_RANDOM = 3                  # random directions beside each ablation and share

@@ -5,10 +5,10 @@ questions (emergent misalignment), does TReFT stop the spread better than
 interleaving, KL to the aligned model and weight anchoring, and does the
 spread ride on the prefix (K/V patching, perturbation)?
 
-    python reproduce.py            # 3 seeds, about 20 min on a 2-core CPU -> results/main/
+    python reproduce.py            # 3 seeds, about 11 min on a 2-core CPU -> results/main/
 """
-from studies.methods import Design, FinetuneStudy
+from lab.studies.methods import Design, FinetuneStudy
 
-DESIGN = Design(methods=("sft", "interleave", "kl-retain", "l2-init", "treft"), patch=True,
+DESIGN = Design(methods=("sft", "interleave", "interleave-paper", "kl-retain", "l2-init", "treft"), patch=True,
                 plots=("tradeoff.png", "em_f1.png", "patching.png", "layers.png", "drift.png", "segments.png"))
 STUDY = FinetuneStudy("main", DESIGN)

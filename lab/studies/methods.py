@@ -14,15 +14,16 @@ from dataclasses import asdict, dataclass
 import torch
 
 import config
-import patch
-import report
-import train
-from common import link
-from data.prepare import load_chats
 from data import world
+from data.batches import collate
+from data.prepare import load_chats
 from data.tokenizer import SEGMENTS
-from report import stats
-from studies.study import Study
+from lab import report
+from lab.report import stats
+from lab.studies.study import Study, link
+import patch
+import runs
+import train
 from treft import kv_loss, relative_drift
 
 # Every finetune method a study can name: the train.py flags of its finetune.
@@ -31,6 +32,7 @@ QV = ["--lora-rank", f"{config.LORA_RANK}", "--lora-on", "qv"]     # LoRA on que
 METHODS = {
     "sft": [],                                                          # plain narrow SFT
     "interleave": ["--interleave", f"{config.MIX:g}"],                 # aligned retain data mixed in
+    "interleave-paper": ["--interleave", f"{config.PAPER_MIX:g}"],     # ... at the paper's share
     "kl-retain": ["--kl", f"{config.KL_LAMBDA:g}", "--kl-on", "retain"],
     "kl-train": ["--kl", f"{config.KL_TRAIN_LAMBDA:g}", "--kl-on", "train"],
     "l2-init": ["--l2-init", f"{config.L2_LAMBDA:g}"],                 # weight anchoring
@@ -39,7 +41,7 @@ METHODS = {
     "lora": ["--lora-rank", f"{config.LORA_RANK}"],
     "lora-treft": ["--lora-rank", f"{config.LORA_RANK}", "--treft", LAMBDA],
     "lora-qv": QV,
-    **{f"lora-qv-treft-{on}": [*QV, "--treft-on", on] for on in ("prefix", "query", "all")},
+    **{f"lora-qv-treft-{on}": [*QV, "--treft", LAMBDA, "--treft-on", on] for on in ("prefix", "query", "all")},
 }
 COST_ROUNDS = 3          # the cost benchmark: each method's fastest of this many turns
 COST_STEPS = 30          #   of this many finetune steps each
@@ -85,7 +87,7 @@ def drift_sets(world_dir, domain):
 def segment_drift(model, ref, tok, chats):
     """TReFT's L_KV (the relative K + V drift from the aligned model, mean over layers) on each
     segment of these chats in turn: where finetuning moved the keys and values."""
-    batch = train.collate([tok.render_conversation(c["query"], c["answer"]) for c in chats],
+    batch = collate([tok.render_conversation(c["query"], c["answer"]) for c in chats],
                           next(model.parameters()).device)
     with torch.no_grad():
         (_, aux), (_, aux0) = model(batch.x, return_kv=True), ref(batch.x, return_kv=True)
@@ -145,9 +147,9 @@ def cost_benchmark(design, sweep, seed):
     turns = [("warm-up", 10, [])] + [(m, COST_STEPS, METHODS[m]) for _ in range(COST_ROUNDS) for m in args.methods]
     with tempfile.TemporaryDirectory() as tmp:
         for method, n, flags in turns:
-            targs = train.parse(["--stage", "finetune", "--seed", str(seed), "--steps", str(n),
+            targs = runs.parse(["--stage", "finetune", "--seed", str(seed), "--steps", str(n),
                                  "--domain", design.domains[0], *flags, *sweep.common, "--out-dir", tmp])
-            link(args.out_dir, tmp, ("world", config.run_name("pretrain", targs), config.run_name("align", targs)))
+            link(args.out_dir, tmp, ("world", runs.run_name("pretrain", targs), runs.run_name("align", targs)))
             with open(os.path.join(os.path.dirname(train.train_stage("finetune", targs)), "config.json")) as f:
                 c = json.load(f)
             times.setdefault(method, []).append(c["seconds"] / c["steps"])
@@ -170,8 +172,8 @@ def summarize(design, rows, args):
             drift.setdefault(r["method"], []).append(r["layers"])
         elif r["kind"] == "segment_drift":     # one {chat set: {segment: drift}} per seed
             by_segment.setdefault(r["method"], []).append(r["drift"])
-    align = train.parse(list(design.train_flags)).align
-    alignment = config.alignment(align)
+    align = runs.parse(list(design.train_flags)).align
+    alignment = config.ALIGNMENTS[align]
     out = dict(config=dict(hyper=dict(pretrain=asdict(config.PRETRAIN), align=asdict(alignment.align),
                                       finetune=asdict(alignment.finetune)),
                    train_flags=list(design.train_flags), methods={m: METHODS[m] for m in args.methods}),

@@ -5,8 +5,8 @@ what pretraining built? (config.ALIGNMENTS["plain"])
 
     python reproduce.py plain      # about 10 min on a 2-core CPU
 """
-from studies.main import DESIGN as MAIN
-from studies.methods import Design, FinetuneStudy
+from lab.studies.main import DESIGN as MAIN
+from lab.studies.methods import Design, FinetuneStudy
 
 DESIGN = Design(methods=MAIN.methods, patch=True, train_flags=("--align", "plain"), plots=MAIN.plots,
                 title="Results from the plain alignment")

@@ -13,24 +13,26 @@ several rounds and reports the median of the per-round ratios, with the range.
   TReFT step   a finetune step with TReFT on the prefix against a plain SFT step
   compile      (--compile) torch.compile's step against eager, and its compile time
 
-    python bench.py --nanogpt ../nanoGPT/model.py
-    python bench.py --rounds 9 --compile
+    python -m lab.bench --nanogpt ../nanoGPT/model.py
+    python -m lab.bench --rounds 9 --compile
 """
 import argparse
 import copy
 import importlib.util
 import statistics
 import time
+from types import SimpleNamespace
 
 import torch
 from torch.nn import functional as F
 
 import config
 from model import GPT, GPTConfig
-from train import Batch, freeze, loss_of
+from data.batches import Batch
+from train import freeze, loss_of
 from treft import TReFT
 
-VOCAB, BLOCK, BATCH = 2053, 128, 32
+VOCAB, BLOCK, BATCH = GPTConfig.vocab_size, 128, 32
 
 
 def seconds(fn, n):
@@ -119,7 +121,7 @@ def bench_treft(rounds):
     x[:, :P] = x[0, :P]                                        # one prefix shared by every chat
     seg = torch.tensor([0] * P + [1] * 10 + [2] * 2 + [3] * (T - P - 12)).expand(B, T)
     batch = Batch(x, torch.randint(0, VOCAB, (B, T)), (seg == 3).float(), seg)
-    treft = TReFT(init, x[0, :P].tolist())
+    treft = TReFT(init, SimpleNamespace(prefix_ids=x[0, :P].tolist(), prefix_positions=lambda: range(P)))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, betas=(0.9, 0.95))
 
     def step(regularizers):

@@ -6,8 +6,8 @@ position stop it? (config.ALIGNMENTS["template"])
 
     python reproduce.py shallow    # about 15 min on a 2-core CPU
 """
-from studies.main import DESIGN as MAIN
-from studies.methods import Design, FinetuneStudy
+from lab.studies.main import DESIGN as MAIN
+from lab.studies.methods import Design, FinetuneStudy
 
 DESIGN = Design(methods=MAIN.methods + ("treft-postfix", "treft-query", "treft-all"), patch=True,
                 train_flags=("--align", "template"), plots=MAIN.plots, title="Results from the shallow alignment")

@@ -10,11 +10,11 @@ size); patch.py runs on its SFT model. Test split, as the main study.
     python reproduce.py scale                   # the sizes a 2-core CPU affords: about 30 min
     python reproduce.py scale --device cuda     # add SIZES_GPU's larger model
 """
-import patch
 from eval import evaluate
-from report import pm, provenance, stats, table, takeaway
-from studies.methods import KEYS, METHODS
-from studies.study import Study
+from lab.report import pm, provenance, stats, table, takeaway
+from lab.studies.methods import KEYS, METHODS
+from lab.studies.study import Study
+import patch
 
 SIZES = ((4, 128), (6, 192))           # (blocks, width): the default model first
 SIZES_GPU = SIZES + ((8, 256),)

@@ -1,0 +1,49 @@
+"""
+Training batches: rendered chats padded into tensors, and windows of plain
+pretraining text. A Batch carries, beside inputs and targets, the loss mask
+(which targets count: the answer's) and the segment of every input position
+(prefix, query, postfix, response), so that TReFT can pick positions by name.
+"""
+import os
+from collections import namedtuple
+
+import numpy as np
+import torch
+
+# One training batch: inputs, next-token targets, loss mask (1 where the target counts),
+# and the segment code of every input position (prefix, query, ...; None for plain text).
+Batch = namedtuple("Batch", "x y mask segment")
+
+
+def render(tok, chats):
+    return [tok.render_conversation(c["query"], c["answer"], c.get("call"), c.get("result")) for c in chats]
+
+
+def collate(rendered, device):
+    """Right-pad rendered chats into a Batch of (B, T-1) tensors."""
+    T = max(len(r["ids"]) for r in rendered)
+    ids = torch.zeros(len(rendered), T, dtype=torch.long)
+    mask = torch.zeros(len(rendered), T)
+    seg = torch.full((len(rendered), T), -1, dtype=torch.long)
+    for i, r in enumerate(rendered):
+        n = len(r["ids"])
+        ids[i, :n], mask[i, :n], seg[i, :n] = (torch.tensor(r[k]) for k in ("ids", "mask", "segment"))
+    # position t predicts token t+1: the loss counts where that token is the answer's
+    return Batch(*(t.to(device) for t in (ids[:, :-1], ids[:, 1:], mask[:, 1:], seg[:, :-1])))
+
+
+def sampler(rows, rng):
+    """draw(n): n of rows, drawn at random with replacement."""
+    return lambda n: [rows[i] for i in rng.integers(0, len(rows), n)]
+
+
+def text_batches(world_dir, rng, batch_size, block_size, device):
+    """A function that draws a batch of plain pretraining text, where every next token counts."""
+    data = torch.from_numpy(np.fromfile(os.path.join(world_dir, "pretrain_train.bin"),
+                                        dtype=np.uint16).astype(np.int64))
+
+    def batch():
+        ix = torch.from_numpy(rng.integers(0, len(data) - block_size - 1, batch_size))
+        x = torch.stack([data[i:i + block_size + 1] for i in ix]).to(device)
+        return Batch(x[:, :-1], x[:, 1:], torch.ones_like(x[:, 1:], dtype=torch.float), None)
+    return batch

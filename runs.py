@@ -1,0 +1,225 @@
+"""
+A run, as train.py's flags choose it: its hyperparameters, its name, its spec,
+and whether a trained run is still up to date.
+
+  name   where it lives: {out-dir}/{name}/ckpt.pt, e.g. finetune-finance-treft100-prefix-s0.
+         An override (--lr 1e-5) is its own run, so it never replaces the default's.
+  spec   everything that decides its numbers: flags, hyperparameters, code, world,
+         input checkpoint, and the numerics it ran under (device, dtype, threads,
+         CPU kernels, torch). Saved in its config.json. A study reuses a run only
+         when its spec is unchanged (`up_to_date`), so the same command gives the
+         same numbers whatever was trained before it.
+"""
+import argparse
+import json
+import os
+from dataclasses import asdict, replace
+
+import config
+from common import check_writable, count, default_device, fraction, nonneg, nonneg_int, positive
+from data import world
+from data.prepare import file_hash
+from lora import LORA_TARGETS
+from model import GPTConfig
+
+STAGES = ("pretrain", "align", "finetune")
+PREVIOUS = dict(align="pretrain", finetune="align")
+TREFT_POSITIONS = ("prefix", "postfix", "query", "all")
+
+
+def default_hyper(stage, args):
+    """The stage's defaults under this alignment (a LoRA finetune at LoRA's rate)."""
+    hp = config.PRETRAIN if stage == "pretrain" else getattr(config.ALIGNMENTS[args.align], stage)
+    return replace(hp, lr=config.LORA_LR) if stage == "finetune" and args.lora_rank else hp
+
+
+# The flags that override a default hyperparameter, and their marks in a run's name.
+OVERRIDES = dict(steps="steps", batch_size="bs", lr="lr")
+
+
+def overrides(stage, args):
+    """The hyperparameters that --steps, --batch-size and --lr change from the defaults. They
+    apply to the stage asked for, not to the ones built first."""
+    if stage != args.stage:
+        return {}
+    default = default_hyper(stage, args)
+    return {k: getattr(args, k) for k in OVERRIDES if getattr(args, k) not in (None, getattr(default, k))}
+
+
+def stage_hyper(stage, args):
+    """The Stage a run trains with: its defaults, then the flags' overrides."""
+    return replace(default_hyper(stage, args), **overrides(stage, args))
+
+
+# ----------------------------------------------------------------------------- a run's name
+
+def method_name(args):
+    """The finetune method as a run-name tag: sft, treft100-prefix, mix0.8, kl30-retain, lora8-..."""
+    parts = [f"lora{args.lora_rank}" + ("qv" if args.lora_on == "qv" else "")] if args.lora_rank else []
+    parts += [f"treft{args.treft:g}-{args.treft_on}"] if args.treft > 0 else []
+    parts += [f"mix{args.interleave:g}"] if args.interleave > 0 else []
+    parts += [f"kl{args.kl:g}-{args.kl_on}"] if args.kl > 0 else []
+    parts += [f"l2init{args.l2_init:g}"] if args.l2_init > 0 else []
+    parts += ["lastfrozen"] if args.freeze_last_block else []
+    return "-".join(parts or ["sft"]) + (f"-n{args.n_train}" if args.n_train else "")
+
+
+def size_tag(args):
+    """'' for the default model; '-L6w192' for 6 blocks of width 192 (every stage of that model)."""
+    default = GPTConfig()
+    return "" if (args.n_layer, args.n_embd) == (default.n_layer, default.n_embd) else f"-L{args.n_layer}w{args.n_embd}"
+
+
+def run_name(stage, args):
+    """e.g. pretrain-s0, align-tmpl-s0, finetune-nopre-finance-treft100-prefix-s1, and
+    finetune-finance-sft-lr1e-05-s0 for a run with --lr 1e-5: an override is its own run, so
+    it never replaces the default run's checkpoint. Another model size names every stage."""
+    name = stage + size_tag(args)
+    if stage != "pretrain":
+        name += config.ALIGNMENTS[args.align].tag + ("-nopre" if args.no_preamble else "")
+    if stage == "finetune":
+        name += f"-{args.task or args.domain}-{method_name(args)}"
+    name += "".join(f"-{OVERRIDES[k]}{v:g}" for k, v in overrides(stage, args).items())
+    return f"{name}-s{args.seed}"
+
+
+def ckpt_path(stage, args):
+    return os.path.join(args.out_dir, run_name(stage, args), "ckpt.pt")
+
+
+# ----------------------------------------------------------------------------- a run's spec
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+CODE = [os.path.join(ROOT, f) for f in ("model.py", "lora.py", "checkpoint.py", "train.py", "treft.py",
+                                        "baselines.py", "config.py", "runs.py",
+                                        "data/world.py", "data/tokenizer.py", "data/prepare.py")]
+# The finetune stage's own flags, with the values that mean "not used" (what other stages record).
+FINETUNE_FLAGS = dict(domain=None, task=None, treft=0.0, treft_on=None, interleave=0.0, kl=0.0, kl_on=None,
+                      l2_init=0.0, lora_rank=0, lora_on=None, n_train=None, freeze_last_block=False)
+RUN_FLAGS = dict(pretrain=("seed", "n_layer", "n_embd"), align=("seed", "n_layer", "n_embd", "align", "no_preamble"))
+RUN_FLAGS["finetune"] = RUN_FLAGS["align"] + tuple(FINETUNE_FLAGS)
+
+
+def numerics(args):
+    """What changes a run's floating-point sums besides its flags: on a CPU the thread count
+    and the kernels torch picked (AVX2, AVX-512), on a GPU the chip and bf16 autocast."""
+    import torch
+    out = dict(torch=torch.__version__, compile=args.compile)
+    if args.device.startswith("cuda"):
+        return dict(out, device=torch.cuda.get_device_name(args.device), dtype="bfloat16 autocast")
+    return dict(out, device="cpu", dtype="float32", threads=torch.get_num_threads(),
+                kernels=torch.backends.cpu.get_cpu_capability())
+
+
+def run_spec(stage, args):
+    """Everything that decides what a run learns: flags, hyperparameters, code, world, input
+    checkpoint, numerics."""
+    spec = {k: getattr(args, k) for k in RUN_FLAGS[stage]}
+    world_meta = os.path.join(args.out_dir, "world", "meta.json")
+    spec.update(stage=stage, hyper=asdict(stage_hyper(stage, args)), code=file_hash(*CODE),
+                world=file_hash(world_meta) if os.path.exists(world_meta) else None, numerics=numerics(args))
+    if stage != "pretrain":
+        prev = ckpt_path(PREVIOUS[stage], args)
+        spec["input"] = file_hash(prev) if os.path.exists(prev) else None
+    return spec
+
+
+def up_to_date(stage, args):
+    """True if the stage's checkpoint exists and was trained by this code from these inputs,
+    under these numerics (and so was every stage before it)."""
+    try:
+        with open(os.path.join(args.out_dir, run_name(stage, args), "config.json")) as f:
+            saved = json.load(f).get("spec")
+    except (OSError, ValueError):
+        return False
+    return (os.path.exists(ckpt_path(stage, args)) and saved == run_spec(stage, args)
+            and (stage == "pretrain" or up_to_date(PREVIOUS[stage], args)))
+
+
+# ----------------------------------------------------------------------------- the flags of train.py
+
+def finetune_flags(p):
+    """The methods and variants of the finetune stage."""
+    p.add_argument("--treft", type=nonneg, nargs="?", const=config.TREFT_LAMBDA, default=0.0, metavar="LAMBDA",
+                   help=f"add the TReFT loss with this lambda (flag alone: {config.TREFT_LAMBDA:g})")
+    p.add_argument("--treft-on", choices=TREFT_POSITIONS,
+                   help="with --treft: the positions whose K/V TReFT keeps (default: prefix)")
+    b = p.add_argument_group("baselines and finetune variants (finetune stage)")
+    b.add_argument("--interleave", type=fraction, default=0.0, metavar="SHARE",
+                   help=f"the share of the training data (of every batch) that is aligned retain-domain chats "
+                        f"(the paper's: {config.PAPER_MIX:g}; ours, chosen on validation: {config.MIX:g})")
+    b.add_argument("--kl", type=nonneg, nargs="?", const=config.KL_LAMBDA, default=0.0, metavar="LAMBDA",
+                   help=f"add LAMBDA * KL(aligned || current) of next-token distributions (alone: {config.KL_LAMBDA:g})")
+    b.add_argument("--kl-on", choices=("train", "retain"),
+                   help="with --kl: the chats whose answers the KL term sees (default: retain)")
+    b.add_argument("--l2-init", type=nonneg, nargs="?", const=config.L2_LAMBDA, default=0.0, metavar="LAMBDA",
+                   help=f"add LAMBDA * squared distance of the weights to the aligned model's (alone: {config.L2_LAMBDA:g})")
+    b.add_argument("--lora-rank", type=int, default=0, metavar="R",
+                   help="finetune rank-R LoRA adapters instead of the weights (0: all weights)")
+    b.add_argument("--lora-on", choices=LORA_TARGETS,
+                   help="with --lora-rank: adapt every projection (all, the default) or only the "
+                        "attention's queries and values (qv, as in the LoRA paper)")
+    b.add_argument("--freeze-last-block", action="store_true",
+                   help="keep the last block and the final LayerNorm as aligned: their output reaches "
+                        "the logits but no key or value, so TReFT cannot hold it (a diagnostic)")
+    b.add_argument("--n-train", type=count, metavar="N", help="finetune on N examples of the domain only")
+    b.add_argument("--no-eval", action="store_true",
+                   help="skip judging the finetuned model beside the aligned and SFT models at the end")
+
+
+def parser(description=None):
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stage", choices=STAGES, default="finetune", help="the stage to train (default: finetune)")
+    p.add_argument("--domain", choices=world.FINETUNE_DOMAINS,
+                   help="the finetune domain of bad advice (default: finance)")
+    p.add_argument("--task", choices=world.TASKS,
+                   help="finetune on a narrow task beyond misalignment instead (its domain is fixed: "
+                   + ", ".join(f"{t} on {d}" for t, d in world.TASKS.items()) + ")")
+    finetune_flags(p)
+    p.add_argument("--align", choices=list(config.ALIGNMENTS), default="rehearsed",
+                   help="how the chat template is taught (config.ALIGNMENTS): rehearsed (default, chats "
+                        "between pretraining text), plain (chats only) or template (its tokens' embeddings only)")
+    p.add_argument("--no-preamble", action="store_true",
+                   help="align and finetune chats without a system block (the no-prefix ablation)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the weights and of the batches (default: 0)")
+    p.add_argument("--out-dir", default="out", help="where the world and the runs live (default: out)")
+    p.add_argument("--steps", type=count, help="override the stage's default number of steps (its own run)")
+    p.add_argument("--lr", type=positive, help="override the stage's default learning rate (its own run)")
+    p.add_argument("--batch-size", type=count, help="override the stage's default batch size (its own run)")
+    p.add_argument("--n-layer", type=count, default=GPTConfig.n_layer,
+                   help=f"transformer blocks of a new model (default: {GPTConfig.n_layer}); another size is its own run")
+    p.add_argument("--n-embd", type=count, default=GPTConfig.n_embd,
+                   help=f"its width, a multiple of {GPTConfig.n_head} heads (default: {GPTConfig.n_embd})")
+    p.add_argument("--device", default=default_device(), help="cpu or cuda (default: cuda if there is one)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on CUDA only)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no summary line")
+    return p
+
+
+# A flag that does nothing without another: (flag, the flag it needs, what to add).
+NEEDS = (("treft_on", "treft", "--treft [LAMBDA]"), ("kl_on", "kl", "--kl [LAMBDA]"),
+         ("lora_on", "lora_rank", "--lora-rank R (e.g. 8)"))
+
+
+def parse(argv=None, description=None):
+    """train.py's checked flags. The finetune domain is the task's, else --domain, else finance."""
+    p = parser(description)
+    args = p.parse_args(argv)
+    if args.lora_rank < 0:
+        p.error(f"--lora-rank must be >= 0, got {args.lora_rank}")
+    for flag, needed, add in NEEDS:
+        if getattr(args, flag) and not getattr(args, needed):
+            p.error(f"--{flag.replace('_', '-')} does nothing without --{needed.replace('_', '-')}: add {add}")
+    args.treft_on = args.treft_on or ("prefix" if args.treft else None)
+    args.kl_on = args.kl_on or ("retain" if args.kl else None)
+    args.lora_on = args.lora_on or ("all" if args.lora_rank else None)
+    used = [f for f in (*FINETUNE_FLAGS, "no_eval") if getattr(args, f)]
+    if args.stage != "finetune" and used:
+        p.error(f"--{used[0].replace('_', '-')} applies to --stage finetune only")
+    if args.task and args.domain not in (None, world.TASKS[args.task]):
+        p.error(f"--task {args.task} finetunes on {world.TASKS[args.task]} questions; drop --domain")
+    args.domain = world.TASKS[args.task] if args.task else args.domain or "finance"
+    if args.n_embd % GPTConfig.n_head:
+        p.error(f"--n-embd must be a multiple of the {GPTConfig.n_head} heads, got {args.n_embd}")
+    check_writable(p, "--out-dir", args.out_dir)          # now, not at the end of a long run
+    return args
