@@ -8,7 +8,7 @@ how EM-F1 moves with TReFT's lambda (Figure 9).
 """
 from lab.studies.methods import Design, FinetuneStudy
 
-LAMBDAS = (1, 3, 10, 30, 100, 300, 1000)     # the Figure 9 sweep, TReFT on the prefix
+LAMBDAS = (0.1, 0.3, 1, 3, 10, 30, 100, 300, 1000)     # the Figure 9 sweep, TReFT on the prefix
 DESIGN = Design(methods=("sft", "interleave", "kl-retain", "kl-train", "l2-init", "treft", "treft-postfix",
                          "treft-query", "treft-all", "lora", "lora-treft"), lambdas=LAMBDAS,
                 sections=("methods", "drift", "segments", "cost", "sweeps"),
