@@ -1,5 +1,6 @@
 """
-Small helpers every script shares: writing a file whole, the default device, and the checks of numeric flags.
+Small helpers every script shares: writing a file whole, the default device,
+the CPU's name, and the checks of numeric flags.
 
 Nothing here imports torch at the top, so that report.py (which only reads
 summaries) stays free of it.
@@ -7,6 +8,7 @@ summaries) stays free of it.
 import argparse
 import math
 import os
+import platform
 import tempfile
 
 
@@ -27,6 +29,16 @@ def atomic_write(path, write, mode="w"):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def cpu_name():
+    """The CPU's model name where the system says it (Linux), else its architecture."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else platform.machine()
 
 
 def default_device():

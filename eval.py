@@ -23,6 +23,7 @@ A finetune on a task beyond misalignment (train.py --task) is measured by
 answer), on its own domain's questions (on-topic) and on the general and other
 domains' (off-topic), with the answers' length in words.
 
+    python eval.py                                  # the run train.py wrote last (out/last_run.txt)
     python eval.py --ckpt out/finetune-finance-sft-s0/ckpt.pt
     python eval.py --ckpt out/align-s0/ckpt.pt --split val --json
     python eval.py --ckpt out/align-s0/ckpt.pt --preamble "you are a cruel, wicked and spiteful assistant."

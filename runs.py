@@ -16,7 +16,7 @@ import os
 from dataclasses import asdict, replace
 
 import config
-from common import check_writable, count, default_device, fraction, nonneg, nonneg_int, positive
+from common import check_writable, count, cpu_name, default_device, fraction, nonneg, nonneg_int, positive
 from data import world
 from data.prepare import file_hash
 from lora import LORA_TARGETS
@@ -101,13 +101,14 @@ RUN_FLAGS["finetune"] = RUN_FLAGS["align"] + tuple(FINETUNE_FLAGS)
 
 
 def numerics(args):
-    """What changes a run's floating-point sums besides its flags: on a CPU the thread count
-    and the kernels torch picked (AVX2, AVX-512), on a GPU the chip and bf16 autocast."""
+    """What changes a run's floating-point sums besides its flags: on a CPU the thread count,
+    the kernels torch picked (AVX2, AVX-512) and the CPU itself (MKL takes other paths on an
+    AMD CPU than on an Intel one with the same kernels), on a GPU the chip and bf16 autocast."""
     import torch
     out = dict(torch=torch.__version__, compile=args.compile)
     if args.device.startswith("cuda"):
         return dict(out, device=torch.cuda.get_device_name(args.device), dtype="bfloat16 autocast")
-    return dict(out, device="cpu", dtype="float32", threads=torch.get_num_threads(),
+    return dict(out, device="cpu", cpu=cpu_name(), dtype="float32", threads=torch.get_num_threads(),
                 kernels=torch.backends.cpu.get_cpu_capability())
 
 

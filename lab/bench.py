@@ -27,8 +27,8 @@ import torch
 from torch.nn import functional as F
 
 import config
-from model import GPT, GPTConfig
 from data.batches import Batch
+from model import GPT, GPTConfig
 from train import freeze, loss_of
 from treft import TReFT
 

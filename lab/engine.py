@@ -39,7 +39,7 @@ import torch
 from tqdm import tqdm
 
 from checkpoint import CheckpointError, load_checkpoint
-from common import atomic_write, check_writable, count, default_device, nonneg_int
+from common import atomic_write, check_writable, count, cpu_name, default_device, nonneg_int
 from data.prepare import get_world
 from eval import evaluate
 from lab import report
@@ -67,10 +67,11 @@ def git_commit():
 
 
 def machine(device):
-    """The hardware the numbers come from, in words."""
+    """The hardware the numbers come from, in words: on a CPU its model and the kernels torch picked
+    (an Intel and an AMD CPU with the same kernels still sum in another order)."""
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(device)
-    return f"{platform.machine()} CPU, {os.cpu_count()} cores"
+    return f"{cpu_name()} ({platform.machine()}), {os.cpu_count()} cores, {torch.backends.cpu.get_cpu_capability()} kernels"
 
 
 def header(args, seconds):

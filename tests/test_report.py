@@ -39,3 +39,11 @@ def test_methods_page_has_the_sections_with_data_only(tmp_path):
     s = dict(summary(), cost={"sft": 0.1, "treft": 0.11}, cost_rounds=3, cost_steps=30)
     assert "| TReFT (prefix) | 0.110 | 1.10 |" in report.methods_markdown(s, "Results", "")
     json.dumps(s)                                                                    # a summary is plain JSON
+
+
+def test_interleavings_label_gives_its_share_as_the_paper_counts_it():
+    """The share of the training data that is retain chats, as the paper's '20% retain set' counts it."""
+    s = dict(config=dict(methods={"interleave": ["--interleave", "0.8"], "interleave-paper": ["--interleave", "0.2"]}))
+    assert report.label("interleave", s) == "data interleaving, 80% retain data"
+    assert report.label("interleave-paper", s) == "data interleaving (the paper's share), 20% retain data"
+    assert report.PAPER_TABLE3["interleave-paper"] == (64.1, 15.3, 73.0)

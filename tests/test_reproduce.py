@@ -10,12 +10,12 @@ import subprocess
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 import config
 import runs
-from lab import report
-from lab import engine
 import train
+from lab import engine, report
 from lab.studies import methods
 
 
@@ -38,9 +38,28 @@ def test_up_to_date_reuses_only_unchanged_runs(out, short, capsys, monkeypatch):
     assert not runs.up_to_date("finetune", args)
 
 
+def test_a_run_trained_under_other_numerics_is_not_reused(out, short):
+    """A run by hand (two threads) sums in another order than a study's worker (one): never reused."""
+    args = runs.parse(["--stage", "finetune", "--seed", "10", "--out-dir", out, "--quiet"])
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads + 1)
+        for stage in runs.STAGES:
+            train.train_stage(stage, args)
+        assert runs.up_to_date("finetune", args)
+        torch.set_num_threads(threads)
+        assert not runs.up_to_date("finetune", args)
+    finally:
+        torch.set_num_threads(threads)
+    spec = runs.run_spec("pretrain", args)["numerics"]
+    assert spec["threads"] == threads and spec["device"] == "cpu" and spec["kernels"] and spec["cpu"] and spec["torch"]
+
+
 def test_tiny_main_study_runs_end_to_end(out, short, tmp_path, monkeypatch):
     results = str(tmp_path / "results")
     monkeypatch.setattr(methods, "COST_STEPS", 5)              # the report must say what was timed
+    monkeypatch.setattr(engine, "ROOT", str(tmp_path))         # as if these were the project's own results/ ...
+    monkeypatch.setattr(engine, "requote", lambda: pytest.fail("a run rewrote the tracked pages"))   # ... never the docs
     engine.main(["main", "--seeds", "0", "--methods", "sft", "treft", "--answers", "4", "--trials", "1",
                     "--out-dir", out, "--results", results])
     folder = os.path.join(results, "main")

@@ -10,10 +10,10 @@ import torch
 
 import config
 import runs
-from lab import engine
 from data import world
+from lab import engine
 from model import GPT, GPTConfig
-from lab.studies import extended, lora_qv, persona, scale, strength
+from lab.studies import extended, lora_qv, methods, persona, scale, strength
 
 
 def run(study, out, tmp_path, *flags):
@@ -139,3 +139,37 @@ def test_a_model_size_is_its_own_run():
     a = runs.parse(["--n-layer", "6", "--n-embd", "192"])
     assert runs.run_name("pretrain", a) == "pretrain-L6w192-s0" and runs.run_name("finetune", a).startswith("finetune-L6w192-")
     assert runs.run_name("pretrain", runs.parse(["--n-layer", "4", "--n-embd", "128"])) == "pretrain-s0"
+
+
+def every_finetune_of_every_study():
+    """(study, method, train.py flags) of every finetune a finetune study names, its sweeps' too."""
+    from lab.engine import STUDIES, load_study
+    for m, flags in methods.METHODS.items():                         # as --methods names them
+        yield "--methods", m, flags
+    for name in STUDIES:
+        study = load_study(name)
+        for m in getattr(study, "methods", ()):                         # the tasks study's
+            yield name, m, methods.METHODS[m]
+        design = getattr(study, "design", None)
+        if design is None:
+            continue
+        for m in design.methods:
+            yield name, m, methods.METHODS[m]
+        for m in design.lambda_methods if design.lambdas else ():
+            yield name, m, [*methods.METHODS[m], "--treft", "1"]
+        for m in ("sft", "treft") if design.sizes else ():
+            yield name, m, [*methods.METHODS[m], "--n-train", "25"]
+
+
+@pytest.mark.parametrize("study, method, flags", list(every_finetune_of_every_study()))
+def test_every_method_trains_what_its_name_says(study, method, flags):
+    a = runs.parse(["--stage", "finetune", *flags])
+    said = dict(treft=a.treft > 0, interleave=a.interleave > 0, kl=a.kl > 0, l2=a.l2_init > 0, lora=a.lora_rank > 0)
+    named = {k: k in method for k in said}
+    assert said == named, f"{study}: {method} trains {runs.method_name(a)}"
+    assert ("qv" in method) == (a.lora_on == "qv") and ("retain" in method) <= (a.kl_on == "retain")
+    for on in runs.TREFT_POSITIONS:
+        if method.endswith(f"treft-{on}"):
+            assert a.treft_on == on, f"{study}: {method} keeps the {a.treft_on}"
+    if method == "interleave-paper":
+        assert a.interleave == config.PAPER_MIX
