@@ -1,7 +1,7 @@
 """
 Grade the exercises: one line per exercise, pass or what is wrong.
 
-    python exercises/grade.py            # every exercise, on a CPU in about a minute
+    python exercises/grade.py            # every exercise, on a CPU in about half a minute
     python exercises/grade.py 2 3        # only these
     python exercises/grade.py --reference    # the graders on the project's own code (all pass)
 

@@ -4,7 +4,7 @@ measure them, and write results/<study>/: summary.json (every number, with the
 command, commit, device, machine, torch version and seconds), RESULTS.md and
 PNG figures, and runs.jsonl (one line per measurement, written as it is made).
 
-    python reproduce.py                 # the main study: 3 seeds, 6 methods + patching, about 11 min on a 2-core CPU
+    python reproduce.py                 # the main study: 3 seeds, 6 methods + patching, about 13 min on a 2-core CPU
     python reproduce.py tasks           # beyond misalignment: refusal, abstention, tool call, length
     python reproduce.py full --device cuda --jobs 3     # every domain and method (sized for one GPU)
     python reproduce.py main --seeds 0 --methods sft treft --results scratch   # a quick look

@@ -388,7 +388,8 @@ def tradeoff_figure(summary, plt):
         ax.errorbar(s["in_domain"]["mean"], s["general"]["mean"], xerr=s["in_domain"]["sd"],
                     yerr=s["general"]["sd"], fmt=MARKERS[i % len(MARKERS)], ms=7, capsize=3, color=colour[m],
                     label=label(m, summary), zorder=3 if m == "treft" else 2)
-        if m in PAPER_TABLE3 and not m.startswith("lora"):       # the paper's point: hollow, same colour and marker
+        paper_twin = m == "interleave" and "interleave-paper" in ms    # the paper's point is its share's
+        if m in PAPER_TABLE3 and not m.startswith("lora") and not paper_twin:   # hollow, same colour and marker
             g, d, _ = PAPER_TABLE3[m]
             ax.plot(d, g, MARKERS[i % len(MARKERS)], ms=8, mfc="none", mec=colour[m], mew=1.5)
     ax.plot([], [], "o", mfc="none", mec="gray", label="hollow: the paper's (Llama-3.1-8B, legal)")

@@ -5,7 +5,7 @@ questions (emergent misalignment), does TReFT stop the spread better than
 interleaving, KL to the aligned model and weight anchoring, and does the
 spread ride on the prefix (K/V patching, perturbation)?
 
-    python reproduce.py            # 3 seeds, about 11 min on a 2-core CPU -> results/main/
+    python reproduce.py            # 3 seeds, about 13 min on a 2-core CPU -> results/main/
 """
 from lab.studies.methods import Design, FinetuneStudy
 
