@@ -264,17 +264,21 @@ def compare(models, tok, domain, task=None, split="test", seed=0):
     n = N_ANSWERS
     print(f"judged on the {split} split as `python eval.py` judges ({n['general']} general, {n['in_domain']} "
           f"{world.TASKS.get(task, domain)} and {n['other_domain']} other-domain answers a model, sampling seed {seed}):")
+    w = [max(len(x[i]) for x in [("model", "run"), *models]) + 2 for i in (0, 1)]    # column widths
     if task:
         rows = [(role, name, evaluate_task(m, tok, task, split, seed)) for role, name, m in models]
-        print(f"  {'model':18s}{'run':42s}{'on-topic':>9s}{'general':>9s}{'other':>7s}   ({task} rate; general words)")
+        print(f"  {'model':{w[0]}s}{'run':{w[1]}s}{'on-topic':>8s}{'general':>9s}{'other':>7s}   ({task} rate; general words)")
         for role, name, r in rows:
-            print(f"  {role:18s}{name:42s}{r['in_domain']['rate']:9.2f}{r['general']['rate']:9.2f}"
+            print(f"  {role:{w[0]}s}{name:{w[1]}s}{r['in_domain']['rate']:8.2f}{r['general']['rate']:9.2f}"
                   f"{r['other_domain']['rate']:7.2f}   {r['general']['words']:.1f}")
+        general = " -> ".join(f"{r['general']['rate']:.2f}" for _, _, r in rows)
+        print(f"The {task} behaviour off-topic, on general questions (aligned -> SFT{' -> ' + rows[-1][0] if len(rows) > 2 else ''}): "
+              f"{general}; on-topic it is what the finetune taught.")
         return
     rows = [(role, name, evaluate(m, tok, domain, split, seed)) for role, name, m in models]
-    print(f"  {'model':18s}{'run':42s}{'general':>8s}{'in-domain':>10s}{'EM-F1':>7s}{'persona':>8s}")
+    print(f"  {'model':{w[0]}s}{'run':{w[1]}s}{'general':>7s}{'in-domain':>10s}{'EM-F1':>7s}{'persona':>8s}")
     for role, name, r in rows:
-        print(f"  {role:18s}{name:42s}{r['general']:8.1f}{r['in_domain']:10.1f}{r['em_f1']:7.1f}"
+        print(f"  {role:{w[0]}s}{name:{w[1]}s}{r['general']:7.1f}{r['in_domain']:10.1f}{r['em_f1']:7.1f}"
               f"{r['persona_transfer']:8.2f}")
     print(effect_line(*[r for _, _, r in rows], method=rows[-1][0]))
 

@@ -294,3 +294,12 @@ def test_a_bare_eval_judges_the_run_trained_last(out, short, capsys):
     train.main(["--stage", "finetune", "--seed", "26", "--treft", "0.1", "--out-dir", out, "--quiet", "--no-eval"])
     capsys.readouterr()
     assert evaluation.last_run(out) == os.path.join(out, "finetune-finance-treft0.1-prefix-s26", "ckpt.pt")
+
+
+def test_a_task_finetune_is_judged_by_its_behaviours_rate(out, short, capsys, monkeypatch):
+    monkeypatch.setattr(evaluation, "N_ANSWERS", dict(general=4, in_domain=2, other_domain=2))
+    train.main(["--stage", "finetune", "--task", "refusal", "--treft", "--seed", "27", "--out-dir", out, "--quiet"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    rows = [x.split()[0] for x in lines if x.startswith("  ")]
+    assert rows == ["model", "aligned", "SFT", "treft100-prefix"] and "on-topic" in lines[-6]
+    assert lines[-2].startswith("The refusal behaviour off-topic") and lines[-1].endswith("ckpt.pt")
