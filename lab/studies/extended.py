@@ -4,7 +4,7 @@ Question: the paper's Table 3 in full (TReFT on the prefix, postfix, query and
 all positions; KL on train and on retain), LoRA with and without TReFT, and
 how EM-F1 moves with TReFT's lambda (Figure 9).
 
-    python reproduce.py extended   # about 15 min on a 2-core CPU, reusing the main study's runs
+    python reproduce.py extended   # about 10 min on a 2-core CPU, reusing the main study's runs
 """
 from lab.studies.methods import Design, FinetuneStudy
 
