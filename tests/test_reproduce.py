@@ -58,9 +58,10 @@ def test_a_run_trained_under_other_numerics_is_not_reused(out, short):
 def test_tiny_main_study_runs_end_to_end(out, short, tmp_path, monkeypatch):
     results = str(tmp_path / "results")
     monkeypatch.setattr(methods, "COST_STEPS", 5)              # the report must say what was timed
+    monkeypatch.setattr(methods, "COST_ROUNDS", 2)
     monkeypatch.setattr(engine, "ROOT", str(tmp_path))         # as if these were the project's own results/ ...
     monkeypatch.setattr(engine, "requote", lambda: pytest.fail("a run rewrote the tracked pages"))   # ... never the docs
-    engine.main(["main", "--seeds", "0", "--methods", "sft", "treft", "--answers", "4", "--trials", "1",
+    engine.main(["main", "--seeds", "0", "--methods", "sft", "treft", "--answers", "2", "--trials", "1",
                     "--out-dir", out, "--results", results])
     folder = os.path.join(results, "main")
     with open(os.path.join(folder, "summary.json")) as f:
@@ -104,7 +105,7 @@ def test_parallel_seeds_give_what_one_process_gives(out, short, forked, tmp_path
     from lab.studies import sizes
     monkeypatch.setattr(sizes.DESIGN, "sizes", (5,))
     monkeypatch.setattr(sizes.DESIGN, "sections", ("methods", "sweeps"))      # no cost benchmark
-    common = ["sizes", "--seeds", "1", "0", "--methods", "sft", "--answers", "4", "--out-dir", out]
+    common = ["sizes", "--seeds", "1", "0", "--methods", "sft", "--answers", "2", "--out-dir", out]
     engine.main([*common, "--jobs", "2", "--results", str(tmp_path / "a")])
     engine.main([*common, "--jobs", "1", "--results", str(tmp_path / "b")])
     a, b = (json.loads((tmp_path / r / "sizes" / "summary.json").read_text()) for r in "ab")

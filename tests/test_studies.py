@@ -18,7 +18,7 @@ from lab.studies import extended, lora_qv, methods, persona, scale, strength
 
 def run(study, out, tmp_path, *flags):
     results = str(tmp_path / "results")
-    engine.main([study, "--seeds", "5", "--answers", "4", "--out-dir", out, "--results", results, *flags])
+    engine.main([study, "--seeds", "5", "--answers", "2", "--out-dir", out, "--results", results, *flags])
     assert os.listdir(results) == [engine.load_study(study).folder]       # nothing outside its folder
     folder = os.path.join(results, engine.load_study(study).folder)
     with open(os.path.join(folder, "summary.json")) as f:
