@@ -2,7 +2,7 @@
 Small helpers every script shares: writing a file whole, the default device,
 the CPU's name, and the checks of numeric flags.
 
-Nothing here imports torch at the top, so that report.py (which only reads
+Nothing here imports torch at the top, so that lab/report.py (which only reads
 summaries) stays free of it.
 """
 import argparse
