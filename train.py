@@ -11,7 +11,6 @@ Train the tiny GPT through the paper's three stages, one plain loop for all.
     python train.py --stage finetune                # plain SFT: emergent misalignment
     python train.py --stage finetune --treft        # TReFT at the default lambda (100)
     python train.py --stage finetune --treft 0.1 --treft-on query --seed 1 --domain legal
-    python train.py --stage finetune --interleave 0.8   # baselines: --kl, --l2-init also
     python train.py --stage finetune --lora-rank 8 --lora-on qv --treft 30 --treft-on all
     python train.py --stage finetune --task refusal     # also abstention, tool, length
 
@@ -270,19 +269,19 @@ def show_effect(args, path):
         print(f"the SFT model to judge beside, {ckpt_path('finetune', sft)}, is missing: training it first")
         train_stage("finetune", sft)
     roles = [("aligned", ckpt_path("align", args)), ("SFT", ckpt_path("finetune", sft))]
-    if roles[1][1] != path:
-        roles.append((method_name(args), path))
+    roles += [(method_name(args), path)] if roles[1][1] != path else []     # the run itself, unless SFT
     world_dir, tok = get_world(args.out_dir)
     tok = tok.with_preamble(None) if args.no_preamble else tok
-    models = [(role, os.path.basename(os.path.dirname(p)),
-               load_checkpoint(p, tok.fingerprint, world_dir=world_dir)[0].to(args.device)) for role, p in roles]
+    fix = f"python train.py --domain {args.domain} --seed {args.seed} --out-dir {args.out_dir}"   # rebuilds what is missing
+    models = [(role, os.path.basename(os.path.dirname(p)), load_checkpoint(
+        p, tok.fingerprint, fix=fix, world_dir=world_dir)[0].to(args.device)) for role, p in roles]
     judge.compare(models, tok, args.domain, args.task)
 
 
 # ----------------------------------------------------------------------------- command line
 
 def main(argv=None):
-    args = parse(argv, __doc__)
+    args, path = parse(argv, __doc__), None
     try:
         path = train_stage(args.stage, args)
         atomic_write(os.path.join(args.out_dir, judge.LAST_RUN), path + "\n")     # what a bare eval.py judges
@@ -290,8 +289,9 @@ def main(argv=None):
             show_effect(args, path)
     except (CheckpointError, Diverged) as e:
         sys.exit(f"error: {e}")
-    except KeyboardInterrupt:
-        print("\ninterrupted: the run stopped before writing; every file is as it was", file=sys.stderr)
+    except KeyboardInterrupt:         # in training nothing is written; in the judging the run is
+        done = f"{path} is written, the judging stopped" if path else "the run stopped before writing"
+        print(f"\ninterrupted: {done}; every other file is as it was", file=sys.stderr)
         sys.exit(130)
     print(path)
 

@@ -130,6 +130,17 @@ def test_ctrl_c_prints_one_line_and_keeps_every_file(out, short, capsys, monkeyp
                 train.main(["--stage", "finetune", "--seed", "13", "--out-dir", out, "--quiet", "--no-eval"])
         assert e.value.code == 130 and capsys.readouterr().err.strip().startswith("interrupted:")
         assert untouched(good)
+    with monkeypatch.context() as m:                    # while judging: the new run is written, and said so
+        m.setattr(evaluation, "evaluate", interrupted)
+        with pytest.raises(SystemExit) as e:
+            train.main(["--stage", "finetune", "--seed", "14", "--treft", "--out-dir", out, "--quiet"])
+    said = capsys.readouterr().err.strip()
+    assert e.value.code == 130 and "finetune-finance-treft100-prefix-s14" in said and "judging stopped" in said
+    # an SFT model to judge beside that is not a checkpoint: one line, naming a command that rebuilds it
+    with pytest.raises(SystemExit) as e:
+        train.main(["--stage", "finetune", "--seed", "13", "--treft", "--out-dir", out, "--quiet"])
+    assert "finetune-finance-sft-s13" in str(e.value) and "run `python train.py --domain finance --seed 13" in str(e.value)
+    assert untouched(good)
 
 
 def test_bad_checkpoints_fail_clearly_and_keep_files(out, short, capsys, tok):
