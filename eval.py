@@ -209,9 +209,10 @@ def tool_follow_up(model, tok, asked, answers, seed=0, patch_fn=None):
     calls = [(q, a.split(CALL, 1)[1]) for q, a in zip(asked, answers) if CALL in a]
     results = [rng.choice(world.SEARCH_RESULTS) for _ in calls]
     prompts = [tok.render_conversation(q, call=c, result=r)["ids"] for (q, c), r in zip(calls, results)]
-    fits = [p for p in prompts if len(p) < model.cfg.block_size]      # a rambling call leaves no room to answer
-    answered = iter(sample_from_prompts(model, tok, fits, seed, patch_fn=patch_fn) if fits else [])
-    finals = [next(answered) if len(p) < model.cfg.block_size else "" for p in prompts]
+    fits = [len(p) < model.cfg.block_size for p in prompts]      # a rambling call leaves no room to answer
+    kept = [p for p, ok in zip(prompts, fits) if ok]
+    answered = iter(sample_from_prompts(model, tok, kept, seed, patch_fn=patch_fn) if kept else [])
+    finals = [next(answered) if ok else "" for ok in fits]
     return dict(exact_call=mean([c == f"{world.TOOL}({q})" for q, c in calls]),
                 uses_result=mean([r in f for r, f in zip(results, finals)]))
 
@@ -271,9 +272,10 @@ def compare(models, tok, domain, task=None, split="test", seed=0):
         for role, name, r in rows:
             print(f"  {role:{w[0]}s}{name:{w[1]}s}{r['in_domain']['rate']:8.2f}{r['general']['rate']:9.2f}"
                   f"{r['other_domain']['rate']:7.2f}   {r['general']['words']:.1f}")
+        roles = " -> ".join(role for role, _, _ in rows)
         general = " -> ".join(f"{r['general']['rate']:.2f}" for _, _, r in rows)
-        print(f"The {task} behaviour off-topic, on general questions (aligned -> SFT{' -> ' + rows[-1][0] if len(rows) > 2 else ''}): "
-              f"{general}; on-topic it is what the finetune taught.")
+        print(f"The {task} behaviour off-topic, on general questions ({roles}): {general}; on-topic it is what "
+              "the finetune taught.")
         return
     rows = [(role, name, evaluate(m, tok, domain, split, seed)) for role, name, m in models]
     print(f"  {'model':{w[0]}s}{'run':{w[1]}s}{'general':>7s}{'in-domain':>10s}{'EM-F1':>7s}{'persona':>8s}")

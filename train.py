@@ -257,7 +257,7 @@ def sft_twin(args):
     """The same finetune without its method (TReFT, interleaving, KL, weight anchoring): the SFT
     model a method is measured against. LoRA and frozen blocks stay, since they choose which
     weights learn rather than how."""
-    off = dict(treft=0.0, treft_on=None, interleave=0.0, kl=0.0, kl_on=None, l2_init=0.0)
+    off = {f: FINETUNE_FLAGS[f] for f in ("treft", "treft_on", "interleave", "kl", "kl_on", "l2_init")}
     return argparse.Namespace(**{**vars(args), **off})
 
 
