@@ -55,8 +55,9 @@ def test_no_function_is_over_60_lines(path):
     assert not long, long
 
 
-def test_train_py_is_at_most_300_lines():
-    assert len(open(os.path.join(ROOT, "train.py")).read().splitlines()) <= 300
+@pytest.mark.parametrize("name", ["train.py", "README.md"])
+def test_train_py_and_the_readme_are_at_most_300_lines(name):
+    assert len(open(os.path.join(ROOT, name)).read().splitlines()) <= 300
 
 
 @pytest.mark.parametrize("parser", [runs.parser, engine.parser], ids=["train.py", "reproduce.py"])
