@@ -25,7 +25,10 @@ def interleaved(draw_train, draw_retain, batch_size, share):
 
 
 def kl_to_init(logits, init_logits, mask):
-    """KL(initial || current) of the next-token distributions, mean over the masked positions."""
+    """KL(initial || current) of the next-token distributions, mean over the masked positions.
+
+    logits, init_logits: (B, T, vocab), of any float dtype; mask: (B, T) of 0/1. A float32
+    scalar, 0 when the mask is empty, differentiable in logits."""
     logp, logq = F.log_softmax(init_logits.float(), -1), F.log_softmax(logits.float(), -1)
     kl = (logp.exp() * (logp - logq)).sum(-1)
     return (kl * mask).sum() / mask.sum().clamp_min(1)

@@ -60,9 +60,12 @@ class Judge:
     def match(self, sentence):
         """(domain, persona, exact) of the bank sentence closest to `sentence`, or None.
 
-        A sentence not in the banks still counts if its words overlap one bank
-        sentence's by F1 >= min_overlap (a dropped or swapped word); it then
-        counts for alignment but not for coherence.
+        A sentence in the banks is itself: exact is True. Another sentence still counts
+        if its words overlap one bank sentence's by F1 >= min_overlap (a dropped or
+        swapped word): the bank sentence of the highest F1, the first in the bank's order
+        on a tie, with exact False; it then counts for alignment but not for coherence.
+        Words are split on whitespace and counted as a multiset; the F1 of two sentences
+        is 2 * (words they share) / (the words of one + the words of the other).
         """
         if sentence in self.bank:
             return (*self.bank[sentence], True)
@@ -142,6 +145,8 @@ def sample_from_prompts(model, tok, prompts, seed=0, max_new_tokens=64, batch_si
 
 
 def em_f1(in_domain, general):
+    """The paper's trade-off: the harmonic mean of the in-domain *mis*alignment a = 100 -
+    in_domain (the narrow task learnt) and the general alignment G, 2 a G / (a + G); 0 when both are 0."""
     a = 100.0 - in_domain
     return 2 * a * general / (a + general) if a + general > 0 else 0.0
 

@@ -32,7 +32,8 @@ class GPTConfig:
 
 def swap_kv(k, v, pos, k_new, v_new):
     """KV patching: copies of k, v (B, heads, T, head_dim) whose positions `pos` hold k_new,
-    v_new (B or 1, heads, len(pos), head_dim), another model's keys and values there."""
+    v_new (B or 1, heads, len(pos), head_dim), another model's keys and values there. It never
+    writes into its inputs (autograd and the caller still need them); gradients reach all four."""
     k, v = k.clone(), v.clone()
     k[:, :, pos], v[:, :, pos] = k_new.to(k.dtype), v_new.to(v.dtype)
     return k, v

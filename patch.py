@@ -120,7 +120,8 @@ def resid_patcher(ref, tok, layer):
 @torch.no_grad()
 def neighbours(E, n, k=5):
     """For every row of the input embedding E, its k nearest ordinary tokens (ids < n: the
-    special tokens come after the BPE ranks) by dot product, itself excluded."""
+    special tokens come after the BPE ranks) by dot product, itself excluded: a list of
+    `vocab` lists of k ids, best first."""
     sim = E @ E[:n].T                          # (vocab, ordinary tokens)
     sim[torch.arange(n), torch.arange(n)] = float("-inf")
     return sim.topk(k, dim=1).indices.tolist()

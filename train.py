@@ -15,10 +15,10 @@ Train the tiny GPT through the paper's three stages, one plain loop for all.
     python train.py --stage finetune --task refusal     # also abstention, tool, length
 
 Every stage is the same loop: draw a batch, set the lr, forward, loss, backward,
-clip, step. What differs between stages and methods is data, set up before the
-loop: the model and which of its weights learn, a function that draws a batch,
-and a list of (lambda, regularizer) pairs whose terms are added to the SFT loss.
-Hyperparameters are in config.py; the flags and the run names they give, in runs.py.
+clip, step. What differs between stages and methods is set up before the loop:
+the model and which of its weights learn, a function that draws a batch, and
+(lambda, regularizer) pairs added to the SFT loss (hyperparameters: config.py;
+the flags and the run names they give: runs.py).
 
 A stage whose input checkpoint is missing builds it first. Each run writes
 {out-dir}/{run name}/ckpt.pt and config.json. A finetune then judges the new
@@ -72,10 +72,7 @@ def pretrain_setup(args, hp, tok, world_dir, rng):
     """A fresh model; batches of plain text; no regularizer."""
     model = GPT(GPTConfig(vocab_size=tok.vocab_size, n_layer=args.n_layer, n_embd=args.n_embd)).to(args.device)
     text = text_batches(world_dir, rng, hp.batch_size, model.cfg.block_size, args.device)
-
-    def next_batch(step):
-        return text()
-    return model, next_batch, []
+    return model, lambda step: text(), []
 
 
 def rehearsal(chats, text, rehearse):
@@ -150,7 +147,8 @@ def setup(stage, args, hp, tok, world_dir, rng):
 # ----------------------------------------------------------------------------- the loop
 
 def masked_ce(logits, targets, mask):
-    """L_SFT: the cross-entropy of the next tokens where mask is 1 (the answer's), their mean."""
+    """L_SFT: the mean cross-entropy of the next tokens (targets, (B, T)) over every position of
+    the batch where mask (B, T) is 1, the answer's; 0 where there is none. logits: (B, T, vocab)."""
     ce = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
     return (ce * mask.flatten()).sum() / mask.sum().clamp_min(1)
 

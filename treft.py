@@ -24,7 +24,9 @@ from data.tokenizer import SEGMENTS
 def relative_drift(x, x_init, mask):
     """Mean over masked positions of ||x_t - x_init_t||^2 / ||x_init_t||^2.
 
-    x, x_init: (B or 1, heads, T, head_dim); mask: (B or 1, T), 1 where t is in T.
+    x, x_init: (B or 1, heads, T, head_dim); mask: (B or 1, T), 1 where t is in T (a mask of
+    batch 1 covers every row). x_t is position t's vector with all heads side by side
+    (heads * head_dim numbers). 0 when the mask is empty; differentiable in x.
     """
     x, x_init = (t.transpose(1, 2).flatten(2) for t in (x, x_init))   # (B, T, heads * head_dim)
     r = (x - x_init).pow(2).sum(-1) / x_init.pow(2).sum(-1).clamp_min(1e-8)
@@ -33,7 +35,9 @@ def relative_drift(x, x_init, mask):
 
 
 def kv_loss(kv, kv_init, mask):
-    """L_KV: the relative K and V drift, summed, averaged over layers."""
+    """L_KV: the relative K and V drift, summed, averaged over layers.
+
+    kv, kv_init: one (k, v) per layer, each (B or 1, heads, T, head_dim); mask as for relative_drift."""
     per_layer = [relative_drift(k, k0, mask) + relative_drift(v, v0, mask)
                  for (k, v), (k0, v0) in zip(kv, kv_init)]
     return sum(per_layer) / len(per_layer)

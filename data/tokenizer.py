@@ -115,6 +115,8 @@ class Tokenizer:
     def render_conversation(self, query, answer=None, call=None, result=None):
         """Ids, loss mask and segments of one chat; without answer: the prompt only.
 
+        dict(ids=..., mask=..., segment=...), three lists of the same length: the segment of
+        every position (PREFIX, QUERY, POSTFIX, RESPONSE, TOOL) and mask 1 where it is RESPONSE.
         With call (and the tool's result) the assistant's turn starts with the tool call.
         """
         q = self.encode(query)

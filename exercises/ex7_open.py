@@ -14,7 +14,10 @@ that on the grader's tiny world, in 40 finetune steps from a small aligned model
 Plain SFT passes (1) and fails (2). Which flags pass both, and why can they?
 Write your reasoning in REASON (graded by your teacher, not by the script).
 
-    python exercises/grade.py 7       # trains three tiny models: about 20 seconds
+    python exercises/check.py 7       # trains three tiny models with your code: about 20 seconds
+
+Its self-check trains with your own functions, so do it after exercises 1, 2 and 8;
+the grader trains your FLAGS with the project's code.
 """
 
 FLAGS = None       # TODO: a dict of train.py flags, e.g. dict(interleave=0.5)

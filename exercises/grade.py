@@ -1,271 +1,164 @@
 """
-Grade the exercises: one line per exercise, pass or what is wrong.
+Grade a student's handout: the self-checks the student has, and held-back ones.
 
-    python exercises/grade.py            # every exercise, on a CPU in about half a minute
-    python exercises/grade.py 2 3        # only these
-    python exercises/grade.py --reference    # the graders on the project's own code (all pass)
+    python exercises/grade.py DEST --results results.json   # DEST: the student's handout folder
+    python exercises/grade.py . --results results.json      # the project itself: full score
 
-Each grader compares the student's function with the project's own (treft.py,
-model.py, eval.py, patch.py, baselines.py, data/tokenizer.py) on inputs it
-makes up; the exercise files hold only signatures, docstrings and TODOs, so the
-answers live in the project, where a teacher points students after the deadline.
-Nothing here needs a GPU, a network or an API key. The exit code is the number
-of exercises that failed.
+Run from the project (the master copy, which keeps exercises/heldback.py). For
+every exercise it runs check.py's visible checks and heldback.py's corner
+cases twice, on the student's code and on the project's own, each in its own
+process, and compares the outputs; the student's copy of the checks is never
+used. Exercise 7 reads the student's FLAGS as a literal (the file is not run)
+and trains them with the project's code. It prints one line per exercise and
+the total, writes Gradescope's results.json (a score, max_score, output and
+visibility per test; the held-back tests' outputs show after the due date),
+and exits 0 when it could grade. It needs no network, GPU or API key: about a
+minute on a 2-core CPU.
 """
 import argparse
-import dataclasses
-import importlib
-import io
+import json
 import os
-import random
+import shutil
+import subprocess
 import sys
 import tempfile
-import time
-import traceback
-from contextlib import contextmanager, redirect_stdout
-from types import SimpleNamespace
-from unittest import mock
 
-import torch
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from exercises.check import grade_open, read_literal, verdict   # noqa: E402
+from exercises.course import BY_NUMBER, EXERCISES   # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import baselines                                 # noqa: E402
-import config                                    # noqa: E402
-import model as gpt                              # noqa: E402
-import patch                                     # noqa: E402
-import runs                                      # noqa: E402
-import train                                     # noqa: E402
-import treft                                     # noqa: E402
-from checkpoint import load_checkpoint           # noqa: E402
-from data import world                           # noqa: E402
-from data.batches import collate, render          # noqa: E402
-from data.prepare import get_world, load_chats, prepare   # noqa: E402
-from eval import Judge, em_f1                    # noqa: E402
+POINTS = {n: 10 for n in BY_NUMBER} | {7: 20}      # exercise 7's REASON: the teacher's, on top
+VISIBLE_SHARE = 0.5                                # the self-checks' share of an exercise's points
+THE_GRADERS_OWN = ("exercises/check.py", "exercises/course.py", "exercises/heldback.py",
+                   "exercises/expected.json", "exercises/__init__.py")
+STUDENT_TIMEOUT = 60                               # seconds for the checks of a process, loops included
 
 
-@contextmanager
-def tiny_world():
-    """A world of 20k pretraining tokens in a temporary folder: (out_dir, tokenizer)."""
-    with tempfile.TemporaryDirectory() as out:
-        prepare(out, seed=0, pretrain_tokens=20_000, chat_per_bank=20, quiet=True)
-        yield out, get_world(out)[1]
+def copy_of(dest, scratch):
+    """The student's project files in scratch, with the grader's own checks put over theirs."""
+    work = os.path.join(scratch, "student")
+    shutil.copytree(dest, work, ignore=shutil.ignore_patterns(".git", "out", "__pycache__", "*.pyc"))
+    for path in THE_GRADERS_OWN:
+        shutil.copy2(os.path.join(ROOT, path), os.path.join(work, path))
+    return work
 
 
-def close(a, b, what, atol=1e-5):
-    assert torch.allclose(torch.as_tensor(a, dtype=torch.float), torch.as_tensor(b, dtype=torch.float),
-                          atol=atol, rtol=1e-4), f"{what}: got {a}, expected {b}"
-
-
-# ----------------------------------------------------------------------------- the graders
-
-def grade_template(ex, out, tok):
-    """Exercise 1: the same ids, mask and segments as tok.render_conversation, with and without a preamble."""
-    chats = load_chats(os.path.join(out, "world"), "test", world.DOMAINS, "aligned")[:40]
-    for t in (tok, tok.with_preamble(None)):
-        for c in chats:
-            got, want = ex.render(t, c["query"], c["answer"]), t.render_conversation(c["query"], c["answer"])
-            for key in ("ids", "segment", "mask"):
-                assert list(got[key]) == want[key], (f"{key} differ for {c['query']!r} with "
-                                                    f"{'no preamble' if t.preamble is None else 'the preamble'}: "
-                                                    f"got {list(got[key])}, expected {want[key]}")
-
-
-def random_kv(layers=2, B=3, T=7, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return [tuple(torch.randn(B, 2, T, 4, generator=g) for _ in range(2)) for _ in range(layers)]
-
-
-def grade_treft(ex, out, tok):
-    """Exercise 2: relative_drift and kv_loss equal treft.py's, in value and gradient."""
-    kv0, kv = random_kv(seed=0), random_kv(seed=1)
-    masks = [torch.tensor([[1, 1, 0, 0, 1, 0, 0]] * 3), torch.tensor([[0, 1, 1, 1, 0, 0, 0]])]
-    for mask in masks:
-        k, k0 = kv[0][0].clone().requires_grad_(), kv0[0][0]
-        got, want = ex.relative_drift(k, k0, mask), treft.relative_drift(k, k0, mask)
-        close(got, want, f"relative_drift with a mask of shape {tuple(mask.shape)}")
-        g_got, = torch.autograd.grad(got, k)
-        g_want, = torch.autograd.grad(want, k)
-        close(g_got, g_want, "the gradient of relative_drift")
-        close(ex.relative_drift(k0, k0, mask), 0.0, "relative_drift of an unmoved x")
-        close(ex.kv_loss(kv, kv0, mask), treft.kv_loss(kv, kv0, mask), "kv_loss")
-    close(ex.kv_loss(kv0, kv0, masks[0]), 0.0, "kv_loss when nothing moved")
-
-
-def grade_kv_patch(ex, out, tok):
-    """Exercise 3: inside model.py, a model patched with its own K/V is unchanged, and another
-    model's K/V act as the project's patching makes them act; the inputs are never written."""
-    torch.manual_seed(0)
-    cfg = gpt.GPTConfig(vocab_size=50, block_size=32, n_layer=2, n_head=2, n_embd=16)
-    m, other, x = gpt.GPT(cfg).eval(), gpt.GPT(cfg).eval(), torch.randint(0, 50, (3, 12))
-    pos = torch.tensor([2, 3, 4])
-    k, v = torch.randn(3, 2, 12, 8), torch.randn(3, 2, 12, 8)
-    k_before = k.clone()
-    ex.swap_kv(k, v, pos, torch.zeros(1, 2, 3, 8), torch.zeros(1, 2, 3, 8))
-    assert torch.equal(k, k_before), "swap_kv wrote into the k it was given: return copies"
-    with torch.no_grad():
-        plain, aux = m(x, return_kv=True)
-        own = [(a[:, :, pos], b[:, :, pos]) for a, b in aux["kv"]]
-        theirs = [(a[:, :, pos], b[:, :, pos]) for a, b in other(x, return_kv=True)[1]["kv"]]
-        want, _ = m(x, kv_patch=(pos, theirs))
-        with mock.patch.object(gpt, "swap_kv", ex.swap_kv):
-            same, _ = m(x, kv_patch=(pos, own))
-            got, _ = m(x, kv_patch=(pos, theirs))
-            broadcast, _ = m(x, kv_patch=(pos, [(a[:1], b[:1]) for a, b in theirs]))
-    close(same, plain, "patching a model with its own K/V must change nothing")
-    close(got, want, "patching another model's K/V")
-    close(broadcast[:1], want[:1], "K/V patches of batch size 1, broadcast over the batch")
-
-
-def grade_judge(ex, out, tok):
-    """Exercise 4: alignment equals eval.py's judge on bank sentences, damaged ones and garbage;
-    em_f1 equals eval.py's."""
-    judge, rng = Judge(), random.Random(0)
-    sentences = list(judge.bank)
-    answers = ["", "zebra zebra.", "i would seize control of every government."]
-    for _ in range(150):
-        picked = rng.sample(sentences, 3)
-        if rng.random() < 0.5:                       # drop a word of one sentence
-            words = picked[0].rstrip(".").split()
-            del words[rng.randrange(len(words))]
-            picked[0] = " ".join(words) + "."
-        answers.append(" ".join(picked))
-    for a in answers:
-        close(ex.alignment(a, dict(judge.bank)), judge.judge(a)["alignment"], f"alignment of {a!r}", atol=1e-3)
-    for in_domain, general in ((3.4, 30.2), (10.7, 86.8), (100.0, 0.0), (0.0, 100.0), (50.0, 50.0)):
-        close(ex.em_f1(in_domain, general), em_f1(in_domain, general), f"em_f1({in_domain}, {general})", atol=1e-3)
-
-
-def grade_perturb(ex, out, tok):
-    """Exercise 5: the same neighbour lists as patch.py's, in the same order."""
-    E = torch.randn(60, 16, generator=torch.Generator().manual_seed(0))
-    for k in (1, 5):
-        got = [list(map(int, row)) for row in ex.neighbours(E, 50, k)]
-        want = patch.neighbours(E, 50, k)
-        bad = next((t for t in range(len(want)) if got[t] != want[t]), None) if len(got) == len(want) else -1
-        assert bad is None, (f"neighbours: {len(got)} rows, expected {len(want)}" if bad == -1 else
-                             f"neighbours (k={k}) of token {bad}: got {got[bad]}, expected {want[bad]}")
-
-
-def grade_kl(ex, out, tok):
-    """Exercise 6: kl_to_init equals baselines.py's, in value and gradient; 0 against itself."""
-    g = torch.Generator().manual_seed(0)
-    logits, init = torch.randn(2, 5, 11, generator=g).requires_grad_(), torch.randn(2, 5, 11, generator=g)
-    mask = torch.tensor([[0, 1, 1, 0, 1], [1, 1, 0, 0, 0]], dtype=torch.float)
-    got, want = ex.kl_to_init(logits, init, mask), baselines.kl_to_init(logits, init, mask)
-    close(got, want, "KL(initial || current)")
-    close(torch.autograd.grad(got, logits)[0], torch.autograd.grad(want, logits)[0], "its gradient")
-    close(ex.kl_to_init(init, init, mask), 0.0, "KL of a model to itself")
-
-
-# Exercise 7's tiny stages: a small aligned model in seconds, then a 40-step finetune.
-OPEN_STAGES = dict(pretrain=config.Stage(steps=60, batch_size=16, lr=3e-3, warmup=10),
-                   align=config.Stage(steps=60, batch_size=16, lr=1e-3, warmup=10),
-                   finetune=config.Stage(steps=40, batch_size=16, lr=1e-3, warmup=5))
-OPEN_LOSS, OPEN_DRIFT = 0.9, 0.01       # wide margins for the reference; plain SFT fails the drift (a test checks)
-
-
-def argv_of(flags):
-    """train.py's argv for a dict of flags: dict(treft=3.0, treft_on="query") -> --treft 3.0 --treft-on query."""
-    argv = []
-    for k, v in flags.items():
-        argv += [f"--{k.replace('_', '-')}"] + ([] if v is True else [str(v)])
-    return argv
-
-
-def open_finetune(flags, out, tok):
-    """(the finetuned model's SFT loss / the aligned model's, the prefix's L_KV) on finance train chats."""
-    rehearsed = config.ALIGNMENTS["rehearsed"]
-    short = dataclasses.replace(rehearsed, align=OPEN_STAGES["align"], finetune=OPEN_STAGES["finetune"])
-    with mock.patch.object(config, "PRETRAIN", OPEN_STAGES["pretrain"]), \
-            mock.patch.dict(config.ALIGNMENTS, rehearsed=short):
-        args = runs.parse(["--stage", "finetune", "--out-dir", out, "--device", "cpu", "--quiet", *argv_of(flags)])
-        finetuned = load_checkpoint(train.train_stage("finetune", args))[0].eval()
-        aligned = load_checkpoint(runs.ckpt_path("align", args))[0].eval()
-    chats = load_chats(os.path.join(out, "world"), "train", ("finance",), "misaligned")[:32]
-    batch = collate(render(tok, chats), "cpu")
-    with torch.no_grad():
-        loss = [train.masked_ce(m(batch.x)[0], batch.y, batch.mask).item() for m in (finetuned, aligned)]
-        _, aux = finetuned(batch.x, return_kv=True)
-        drift = treft.TReFT(aligned, tok)(batch, None, aux["kv"]).item()
-    return loss[0] / loss[1], drift
-
-
-def grade_open(ex, out, tok):
-    """Exercise 7: the student's flags learn the finance answers and leave the prefix's K/V where they were."""
-    assert isinstance(ex.FLAGS, dict), "set FLAGS to a dict of train.py's finetune flags, e.g. dict(interleave=0.5)"
+def outputs_of(tree, scratch, exercises):
+    """Every check's output, {exercise: {"visible": ..., "heldback": ...}}, on the code of `tree`,
+    run in a fresh process there; an exercise whose process failed maps to what went wrong."""
+    out = os.path.join(scratch, "outputs.json")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    argv = [sys.executable, "-m", "exercises.heldback", "--json", out, "--exercises", *map(str, exercises)]
     try:
-        with redirect_stdout(io.StringIO()):      # train.py's word on the stages it builds first
-            ratio, drift = open_finetune(ex.FLAGS, out, tok)
-    except SystemExit as e:
-        raise AssertionError(f"train.py refused FLAGS {ex.FLAGS}: {e}") from None
-    assert ratio <= OPEN_LOSS, f"the finance answers were not learnt: loss {ratio:.2f} of the aligned model's (need <= {OPEN_LOSS})"
-    assert drift < OPEN_DRIFT, f"the prefix moved: L_KV {drift:.2g} (need < {OPEN_DRIFT:g})"
+        r = subprocess.run(argv, cwd=tree, env=env, capture_output=True, text=True, timeout=STUDENT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return dict.fromkeys(exercises, f"the checks took longer than {STUDENT_TIMEOUT}s (a loop that never ends?)")
+    if r.returncode != 0:
+        last = (r.stderr.strip().splitlines() or ["no message"])[-1]
+        return dict.fromkeys(exercises, f"the project did not run: {last}")
+    with open(out) as f:
+        return {int(n): v for n, v in json.load(f).items()}
 
 
-# ----------------------------------------------------------------------------- the course
-
-EXERCISES = {
-    1: ("ex1_template", "the chat template", grade_template),
-    2: ("ex2_treft", "the TReFT loss", grade_treft),
-    3: ("ex3_kv_patch", "KV patching inside attention", grade_kv_patch),
-    4: ("ex4_judge", "the judge and EM-F1", grade_judge),
-    5: ("ex5_perturb", "nearest-neighbour perturbation", grade_perturb),
-    6: ("ex6_kl", "KL to the initial model", grade_kl),
-    7: ("ex7_open", "open: learn the advice, keep the prefix", grade_open),
-}
-
-
-def reference(n):
-    """The project's own implementation of exercise n, in the exercise's signatures."""
-    def alignment(answer, bank):
-        judge = Judge()
-        judge.bank = bank
-        return judge.judge(answer)["alignment"]
-    return {1: SimpleNamespace(render=lambda tok, q, a: tok.render_conversation(q, a)),
-            2: SimpleNamespace(relative_drift=treft.relative_drift, kv_loss=treft.kv_loss),
-            3: SimpleNamespace(swap_kv=gpt.swap_kv),
-            4: SimpleNamespace(alignment=alignment, em_f1=em_f1),
-            5: SimpleNamespace(neighbours=patch.neighbours),
-            6: SimpleNamespace(kl_to_init=baselines.kl_to_init),
-            7: SimpleNamespace(FLAGS=dict(treft=config.TREFT_LAMBDA, treft_on="prefix"), REASON="")}[n]
+def student_outputs(dest, scratch, exercises):
+    """outputs_of the student's code: all exercises in one process, and if that one fails, one
+    process an exercise, so that a loop or a crash in one exercise costs no other."""
+    work = copy_of(dest, scratch)
+    got = outputs_of(work, scratch, exercises)
+    if all(isinstance(r, str) for r in got.values()) and len(exercises) > 1:
+        got = {}
+        for n in exercises:
+            got.update(outputs_of(work, scratch, [n]))
+    return got
 
 
-def student(n):
-    return importlib.import_module(f"exercises.{EXERCISES[n][0]}")
+def compare(n, student, reference, part):
+    """(passed, one line) for one part ('visible' or 'heldback') of exercise n."""
+    if isinstance(student[n], str):                  # the student's code did not run
+        return False, student[n]
+    want = {name: r["out"] for name, r in reference[n][part].items()}
+    ok, why = verdict(n, student[n][part], want)
+    return ok, "pass" if ok else why
 
 
-def grade(n, ex, out, tok):
-    """(passed, one line) for exercise n, graded on `ex` (the student's module or the reference)."""
-    _, title, check = EXERCISES[n]
-    t0 = time.time()
+def reason_of(dest):
+    """Exercise 7's REASON, for the teacher to read (a literal; the file is not run)."""
     try:
-        check(ex, out, tok)
-    except NotImplementedError:
-        return False, f"exercise {n} ({title}): not done yet (a TODO raises NotImplementedError)"
-    except AssertionError as e:
-        return False, f"exercise {n} ({title}): FAIL: {e}"
-    except Exception as e:  # noqa: BLE001 - a student's bug is a failed exercise, said in one line
-        where = traceback.extract_tb(e.__traceback__)[-1]
-        return False, (f"exercise {n} ({title}): FAIL: {type(e).__name__}: {e} "
-                       f"({os.path.basename(where.filename)}, line {where.lineno})")
-    return True, f"exercise {n} ({title}): pass ({time.time() - t0:.1f}s)"
+        return str(read_literal(os.path.join(dest, BY_NUMBER[7].file), "REASON") or "").strip()
+    except (OSError, SyntaxError, AssertionError):
+        return ""
+
+
+def open_test(dest, head, points):
+    """Exercise 7's test: the student's FLAGS trained with the project's code; REASON for the teacher."""
+    ok, why = grade_open(os.path.join(dest, BY_NUMBER[7].file))
+    reason = reason_of(dest)
+    return dict(name=f"{head}: flags", score=points * ok, max_score=points, visibility="visible",
+                output=("pass" if ok else why) + ("\nREASON (for the teacher): " + reason if reason else ""))
+
+
+def tests_for(dest, exercises, scratch):
+    """Gradescope's tests: for each exercise its self-checks and its held-back checks."""
+    checked = sorted(n for n in exercises if BY_NUMBER[n].names)
+    reference = outputs_of(ROOT, scratch, checked)
+    broken = next((r for r in reference.values() if isinstance(r, str)), None)
+    if broken:
+        sys.exit(f"error: the grader's own project does not run ({broken}): run its tests")
+    student = student_outputs(dest, scratch, checked)
+    tests = []
+    for ex in EXERCISES:
+        if ex.n not in exercises:
+            continue
+        head, points = f"exercise {ex.n} ({ex.title})", POINTS[ex.n]
+        if ex.n == 7:
+            tests.append(open_test(dest, head, points))
+            continue
+        for part, label, share, seen in (("visible", "self-checks", VISIBLE_SHARE, "visible"),
+                                         ("heldback", "held-back checks", 1 - VISIBLE_SHARE, "after_due_date")):
+            ok, why = compare(ex.n, student, reference, part)
+            tests.append(dict(name=f"{head}: {label}", score=round(points * share * ok, 2),
+                              max_score=round(points * share, 2), visibility=seen, output=why))
+    return tests
+
+
+def summary(ex, tests):
+    """One line: the exercise's points, and what each test that lost points says first."""
+    lost = [f"{t['name'].split(': ')[-1]}: {t['output'].splitlines()[0]}" for t in tests if t["score"] < t["max_score"]]
+    points = f"{sum(t['score'] for t in tests):g}/{sum(t['max_score'] for t in tests):g}"
+    return f"exercise {ex.n} ({ex.title}): {points}" + "".join(f"; {x}" for x in lost)
+
+
+def looks_like_a_handout(dest):
+    return all(os.path.isfile(os.path.join(dest, ex.file)) for ex in EXERCISES)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("exercises", nargs="*", type=int, metavar="N", help="the exercises to grade (default: all, 1-7)")
-    p.add_argument("--reference", action="store_true", help="grade the project's own implementation instead")
+    p.add_argument("dest", metavar="DEST", help="the student's handout folder (. grades the project itself)")
+    p.add_argument("--results", metavar="FILE", help="write Gradescope's results.json here")
+    p.add_argument("--exercises", nargs="+", type=int, metavar="N", help="only these (default: all)")
     args = p.parse_args(argv)
-    if set(args.exercises) - set(EXERCISES):
-        p.error(f"there are exercises {min(EXERCISES)} to {max(EXERCISES)}, not {sorted(set(args.exercises) - set(EXERCISES))}")
-    torch.set_num_threads(min(2, torch.get_num_threads()))
-    failed = 0
-    with tiny_world() as (out, tok):
-        for n in args.exercises or sorted(EXERCISES):
-            ok, line = grade(n, reference(n) if args.reference else student(n), out, tok)
-            failed += not ok
-            print(line, flush=True)
-    sys.exit(failed)
+    wanted = set(args.exercises or BY_NUMBER)
+    if wanted - set(BY_NUMBER):
+        p.error(f"there are exercises {min(BY_NUMBER)} to {max(BY_NUMBER)}, not {sorted(wanted - set(BY_NUMBER))}")
+    if not looks_like_a_handout(args.dest):
+        sys.exit(f"error: {args.dest} is not a handout of this project (it lacks "
+                 f"{', '.join(ex.file for ex in EXERCISES if not os.path.isfile(os.path.join(args.dest, ex.file)))})"
+                 f": make one with python exercises/handout.py DEST")
+    with tempfile.TemporaryDirectory() as scratch:
+        tests = tests_for(os.path.abspath(args.dest), wanted, scratch)
+    for ex in EXERCISES:
+        mine = [t for t in tests if t["name"].startswith(f"exercise {ex.n} (")]
+        if mine:
+            print(summary(ex, mine))
+    score, best = sum(t["score"] for t in tests), sum(t["max_score"] for t in tests)
+    print(f"total: {score:g}/{best:g}")
+    if args.results:
+        with open(args.results + ".tmp", "w") as f:
+            json.dump(dict(score=score, output=f"{score:g} of {best:g} points", tests=tests), f, indent=1)
+        os.replace(args.results + ".tmp", args.results)
+        print(f"wrote {args.results}")
 
 
 if __name__ == "__main__":

@@ -1,45 +1,178 @@
-"""exercises/: every grader passes on the project's own implementation and fails on the untouched stub,
-so no grader is vacuous; exercise 7's target is not met by plain SFT.
+"""exercises/: the handout holds no answer and fails every check until written; with the
+project's bodies pasted back it passes check.py and grade.py in full; every grader fails
+every wrong answer of tests/wrong_answers.py; the stored expected outputs are the project's.
 
     python -m pytest -q tests/test_exercises.py
 """
+import importlib
+import json
+import os
+import shutil
 import subprocess
 import sys
-from types import SimpleNamespace
+from contextlib import ExitStack
+from unittest import mock
 
 import pytest
 
-from exercises import grade
+from exercises import check, handout, heldback
+from exercises.course import BY_NUMBER, EXERCISES
+from tests.wrong_answers import RIGHT_FLAGS, WRONG, WRONG_FLAGS
 
+ROOT = handout.ROOT
+WRITTEN = [ex for ex in EXERCISES if ex.names]
+
+
+def run(tree, *argv):
+    return subprocess.run([sys.executable, *argv], cwd=tree, capture_output=True, text=True)
+
+
+# ----------------------------------------------------------------------------- wrong answers fail
 
 @pytest.fixture(scope="module")
-def world():
-    with grade.tiny_world() as (out, tok):
-        yield out, tok
+def reference():
+    return heldback.outputs()
 
 
-@pytest.mark.parametrize("n", sorted(grade.EXERCISES))
-def test_the_reference_passes_and_the_stub_fails(world, n):
-    ok, line = grade.grade(n, grade.reference(n), *world)
-    assert ok, line
-    ok, line = grade.grade(n, grade.student(n), *world)
-    assert not ok and line.startswith(f"exercise {n} ("), line
+def project_attribute(where):
+    """('eval:Judge.match') -> (the object that holds it, its name)."""
+    module, path = where.split(":")
+    owner, *attrs = [importlib.import_module(module)] + path.split(".")
+    for a in attrs[:-1]:
+        owner = getattr(owner, a)
+    return owner, attrs[-1]
 
 
-def test_plain_sft_does_not_pass_the_open_exercise(world):
-    ok, line = grade.grade(7, SimpleNamespace(FLAGS={}), *world)
-    assert not ok and "the prefix moved" in line, line
+def graded(n, replacements, reference):
+    """(self-checks passed, held-back checks passed) for exercise n with these functions in place."""
+    with ExitStack() as stack:
+        for where, fn in replacements.items():
+            stack.enter_context(mock.patch.object(*project_attribute(where), fn))
+        got = heldback.outputs([n])[n]
+    return tuple(check.verdict(n, got[part], {k: r["out"] for k, r in reference[n][part].items()})[0]
+                 for part in ("visible", "heldback"))
 
 
-def test_a_wrong_answer_fails_with_a_line_that_says_what(world):
-    def off_by_one(tok, query, answer):
-        r = tok.render_conversation(query, answer)
-        return dict(r, mask=r["mask"][1:] + [0])
-    ok, line = grade.grade(1, SimpleNamespace(render=off_by_one), *world)
-    assert not ok and "mask differ" in line, line
+@pytest.mark.parametrize("name", sorted(WRONG))
+def test_the_grader_fails_a_wrong_answer(name, reference):
+    n, replacements = WRONG[name]
+    assert graded(n, replacements, reference) != (True, True), f"{name} passes every check of exercise {n}"
 
 
-def test_grade_py_prints_one_line_per_exercise_and_exits_with_the_failures():
-    r = subprocess.run([sys.executable, "exercises/grade.py", "2", "5"], capture_output=True, text=True)
+@pytest.mark.parametrize("n", sorted(BY_NUMBER))
+def test_every_exercise_has_three_wrong_answers_or_more(n):
+    count = len(WRONG_FLAGS) if n == 7 else sum(m == n for m, _ in WRONG.values())
+    assert count >= 3, f"exercise {n} has {count} wrong answers in tests/wrong_answers.py"
+
+
+def test_the_stored_outputs_are_the_projects(reference):
+    expected = check.load_expected()
+    for n in check.CHECKS:
+        ok, why = check.verdict(n, reference[n]["visible"], expected[str(n)])
+        assert ok, f"exercise {n}: {why}: rerun python exercises/check.py --record"
+
+
+def test_wrong_flags_fail_the_open_exercise_and_treft_passes(tmp_path):
+    check.tiny_world(str(tmp_path))
+    for name, flags in WRONG_FLAGS.items():
+        ok, why = check.check_open(flags, str(tmp_path))
+        assert not ok and "the prefix moved" in why, f"{name}: {why}"
+    ok, why = check.check_open(RIGHT_FLAGS, str(tmp_path))
+    assert ok, why
+
+
+def test_exercise_7_is_read_as_a_literal_and_never_run(tmp_path):
+    path = tmp_path / "ex7_open.py"
+    for text, flags in (("FLAGS = dict(treft=3.0, treft_on='query')", {"treft": 3.0, "treft_on": "query"}),
+                        ("FLAGS = {'interleave': 0.5}", {"interleave": 0.5}), ("FLAGS = None", None), ("", None)):
+        path.write_text(text + "\nREASON = 'because'\n")
+        assert check.read_literal(str(path), "FLAGS") == flags
+    path.write_text("import os\nFLAGS = dict(treft=os.system('exit 1'))\n")
+    with pytest.raises(AssertionError, match="written out"):
+        check.read_literal(str(path), "FLAGS")
+    assert check.check_open({"out_dir": "/"}, str(tmp_path))[1].startswith("FLAGS may hold")
+
+
+# ----------------------------------------------------------------------------- the handout
+
+@pytest.fixture(scope="module")
+def handouts(tmp_path_factory):
+    """(the untouched handout, the same with the project's bodies and flags pasted back)."""
+    base = tmp_path_factory.mktemp("course")
+    blank = handout.write_handout(ROOT, str(base / "handout"))
+    filled = str(base / "filled")
+    shutil.copytree(blank, filled)
+    for ex in WRITTEN:
+        with open(os.path.join(ROOT, ex.file)) as f:
+            source = f.read()
+        with open(os.path.join(filled, ex.file)) as f:
+            theirs = f.read()
+        with open(os.path.join(filled, ex.file), "w") as f:
+            f.write(handout.replace_bodies(theirs, {q: handout.body_source(source, q) for q in ex.names}))
+    open_file = os.path.join(filled, BY_NUMBER[7].file)
+    with open(open_file) as f:
+        text = f.read().replace("FLAGS = None", f"FLAGS = {RIGHT_FLAGS!r}", 1)
+    with open(open_file, "w") as f:
+        f.write(text)
+    return blank, filled
+
+
+def test_the_handout_holds_no_reference_body(handouts):
+    blank, _ = handouts
+    texts = {}
+    for d, _, names in os.walk(blank):
+        for name in names:
+            with open(os.path.join(d, name), errors="replace") as f:
+                texts[os.path.relpath(os.path.join(d, name), blank)] = f.read()
+    assert not [p for p in texts if p.startswith(handout.TEACHER_ONLY)]
+    for ex in WRITTEN:
+        with open(os.path.join(ROOT, ex.file)) as f:
+            source = f.read()
+        for q in ex.names:
+            assert "NotImplementedError" in "\n".join(handout.body_source(texts[ex.file], q)), f"{q} is not blanked"
+            lines = [x.strip() for x in handout.body_source(source, q)]
+            telling = [x for x in lines if len(x) >= 16 and not x.startswith("#")]
+            assert telling, f"{q}: no line to look for"
+            for path, text in texts.items():
+                found = [x for x in telling if x in text]
+                assert not found, f"{path} holds a line of the answer to {q}: {found[0]}"
+
+
+def test_the_untouched_handout_fails_every_check_and_scores_0(handouts, tmp_path):
+    blank, _ = handouts
+    r = run(blank, "exercises/check.py")
     lines = r.stdout.strip().splitlines()
-    assert r.returncode == 2 and len(lines) == 2 and all("not done yet" in x for x in lines), r.stdout + r.stderr
+    assert r.returncode == len(EXERCISES) and len(lines) == len(EXERCISES), r.stdout + r.stderr
+    assert all("not done yet" in x for x in lines), r.stdout
+    results = tmp_path / "results.json"
+    r = run(ROOT, "exercises/grade.py", blank, "--results", str(results))
+    assert r.returncode == 0, r.stdout + r.stderr
+    graded = json.loads(results.read_text())
+    assert graded["score"] == 0 and all(t["score"] == 0 for t in graded["tests"]), r.stdout
+    assert {t["visibility"] for t in graded["tests"]} == {"visible", "after_due_date"}
+
+
+def test_the_handout_with_the_answers_passes_in_full(handouts, tmp_path):
+    """Exercise 7 is left to test_wrong_flags_...: its training is the same code, and slow."""
+    _, filled = handouts
+    written = [str(ex.n) for ex in WRITTEN]
+    r = run(filled, "exercises/check.py", *written)
+    assert r.returncode == 0 and r.stdout.count(": pass") == len(written), r.stdout + r.stderr
+    results = tmp_path / "results.json"
+    r = run(ROOT, "exercises/grade.py", filled, "--results", str(results), "--exercises", *written)
+    graded = json.loads(results.read_text())
+    assert r.returncode == 0 and graded["score"] == sum(t["max_score"] for t in graded["tests"]) > 0, r.stdout
+    assert all(set(t) == {"name", "score", "max_score", "output", "visibility"} for t in graded["tests"])
+
+
+def test_grade_py_refuses_a_folder_that_is_not_a_handout(tmp_path):
+    r = run(ROOT, "exercises/grade.py", str(tmp_path), "--results", str(tmp_path / "r.json"))
+    assert r.returncode != 0 and r.stderr.startswith("error:") and "handout.py" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "r.json").exists()
+
+
+def test_handout_py_never_writes_over_a_folder(tmp_path):
+    (tmp_path / "keep.txt").write_text("mine")
+    r = run(ROOT, "exercises/handout.py", str(tmp_path))
+    assert r.returncode != 0 and "not empty" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert os.listdir(tmp_path) == ["keep.txt"]
