@@ -271,9 +271,9 @@ def verdict(n, got, want):
     return True, ""
 
 
-def line(n, ok, why, seconds=None):
+def line(n, ok, why):
     head = f"exercise {n} ({BY_NUMBER[n].title})"
-    return f"{head}: pass" + (f" ({seconds:.0f}s)" if seconds and seconds >= 1 else "") if ok else f"{head}: FAIL: {why}"
+    return f"{head}: pass" if ok else f"{head}: FAIL: {why}"
 
 
 # ----------------------------------------------------------------------------- exercise 7, the open one
@@ -387,7 +387,7 @@ CAPSTONE_STAGES = dict(pretrain=dataclasses.replace(config.PRETRAIN, steps=300),
                        finetune=config.ALIGNMENTS["rehearsed"].finetune)
 CAPSTONE_ANSWERS = dict(general=64, in_domain=32, other_domain=32)
 CAPSTONE_DROP = 20.0        # SFT's general alignment at least this far below the aligned model's
-CAPSTONE_BACK = 0.5         # TReFT gives back at least this share of the drop
+CAPSTONE_BACK = 0.4         # TReFT gives back at least this share of the drop
 
 
 def capstone(seed=0):
@@ -466,13 +466,12 @@ def main(argv=None):
     for ex in EXERCISES:
         if args.exercises and ex.n not in args.exercises:
             continue
-        t0 = time.time()
         if ex.n in CHECKS:
             ok, why = verdict(ex.n, run_checks(CHECKS[ex.n]), expected[str(ex.n)])
         else:
             ok, why = grade_open(os.path.join(ROOT, ex.file))
         failed += not ok
-        print(line(ex.n, ok, why, time.time() - t0), flush=True)
+        print(line(ex.n, ok, why), flush=True)
     sys.exit(failed)
 
 
