@@ -2,7 +2,7 @@
 Grade a student's handout: the self-checks the student has, and held-back ones.
 
     python exercises/grade.py DEST --results results.json   # DEST: the student's handout folder
-    python exercises/grade.py . --results results.json      # the project itself: full score
+    python exercises/grade.py . --results results.json      # the project itself (exercise 7's FLAGS are unset)
 
 Run from the project (the master copy, which keeps exercises/heldback.py). For
 every exercise it runs check.py's visible checks and heldback.py's corner
@@ -32,7 +32,7 @@ POINTS = {n: 10 for n in BY_NUMBER} | {7: 20}      # exercise 7's REASON: the te
 VISIBLE_SHARE = 0.5                                # the self-checks' share of an exercise's points
 THE_GRADERS_OWN = ("exercises/check.py", "exercises/course.py", "exercises/heldback.py",
                    "exercises/expected.json", "exercises/__init__.py")
-STUDENT_TIMEOUT = 60                               # seconds for the checks of a process, loops included
+STUDENT_TIMEOUT = 45                               # seconds for the checks of a process, loops included
 
 
 def copy_of(dest, scratch):
@@ -124,7 +124,12 @@ def tests_for(dest, exercises, scratch):
 
 def summary(ex, tests):
     """One line: the exercise's points, and what each test that lost points says first."""
-    lost = [f"{t['name'].split(': ')[-1]}: {t['output'].splitlines()[0]}" for t in tests if t["score"] < t["max_score"]]
+    lost, said = [], set()
+    for t in tests:
+        why = t["output"].splitlines()[0]
+        if t["score"] < t["max_score"] and why not in said:      # a reason both parts share, once
+            lost.append(f"{t['name'].split(': ')[-1]}: {why}")
+            said.add(why)
     points = f"{sum(t['score'] for t in tests):g}/{sum(t['max_score'] for t in tests):g}"
     return f"exercise {ex.n} ({ex.title}): {points}" + "".join(f"; {x}" for x in lost)
 
