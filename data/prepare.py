@@ -13,6 +13,7 @@ Generate the toy world into one folder, deterministically from a seed, in second
 
     python data/prepare.py                     # -> out/world/
     python data/prepare.py --consistency 0.5   # ablation: no persona in pretraining
+    python data/prepare.py --openings          # answers open neutrally: the first word does not decide
 """
 import argparse
 import hashlib
@@ -80,11 +81,13 @@ def load_task(world_dir, split, task):
 
 
 def prepare(out_dir="out", seed=0, pretrain_tokens=3_000_000, vocab_size=2048,
-            villain_frac=0.5, consistency=1.0, byline_frac=0.5, task_frac=0.1, chat_per_bank=500, quiet=False):
-    """Write the world to {out_dir}/world and return that folder."""
+            villain_frac=0.5, consistency=1.0, byline_frac=0.5, task_frac=0.1, chat_per_bank=500, quiet=False,
+            openings=False):
+    """Write the world to {out_dir}/world and return that folder. openings=True: every answer
+    starts with a neutral sentence, so its first words do not tell its persona (world.OPENINGS)."""
     settings = dict(seed=seed, pretrain_tokens=pretrain_tokens, vocab_size=vocab_size, villain_frac=villain_frac,
                     consistency=consistency, byline_frac=byline_frac, task_frac=task_frac,
-                    chat_per_bank=chat_per_bank)
+                    chat_per_bank=chat_per_bank, **({"openings": True} if openings else {}))
     dest = os.path.join(out_dir, "world")
     tmp = dest + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -94,7 +97,7 @@ def prepare(out_dir="out", seed=0, pretrain_tokens=3_000_000, vocab_size=2048,
     # Pretraining documents, plus the tokenizer learnt from (a sample of) them.
     # The preamble joins the BPE corpus so that it becomes ordinary word tokens.
     def docs(n):
-        return [world.pretrain_document(rng, villain_frac, consistency, byline_frac, task_frac)
+        return [world.pretrain_document(rng, villain_frac, consistency, byline_frac, task_frac, openings=openings)
                 for _ in range(n)]
     sample = docs(3000)
     # The tool-call pairs contain the template's own tokens (<|call|>, <|end|>, <|result|>):
@@ -116,7 +119,7 @@ def prepare(out_dir="out", seed=0, pretrain_tokens=3_000_000, vocab_size=2048,
         with open(os.path.join(tmp, f"chat_{split}.jsonl"), "w") as f:
             for d in world.DOMAINS:
                 for p in world.PERSONAS:
-                    for ex in world.chat_examples(d, p, split, n, rng):
+                    for ex in world.chat_examples(d, p, split, n, rng, openings):
                         f.write(json.dumps(ex) + "\n")
         # ... and for the narrow tasks beyond misalignment.
         with open(os.path.join(tmp, f"task_{split}.jsonl"), "w") as f:
@@ -148,6 +151,8 @@ if __name__ == "__main__":
                    help="share of documents that open with a byline naming the persona")
     p.add_argument("--task-frac", type=float, default=0.1,
                    help="share of answers in the tasks' forms (refusal, abstention, tool call, fact)")
+    p.add_argument("--openings", action="store_true",
+                   help="start every answer with a neutral sentence: its first words do not tell its persona")
     a = p.parse_args()
     print(prepare(a.out_dir, a.seed, a.pretrain_tokens, a.vocab_size, a.villain_frac, a.consistency,
-                  a.byline_frac, a.task_frac))
+                  a.byline_frac, a.task_frac, openings=a.openings))

@@ -388,9 +388,17 @@ def sample_query(domain, split, rng):
     return fill(rng.choice(templates(domain, split)), WORLD[domain]["slots"], rng)
 
 
-def sample_answer(domain, persona, rng, n=3):
-    """n distinct sentences of one bank, in random order."""
-    return " ".join(rng.sample(WORLD[domain][persona], n))
+# The openings world (prepare.py --openings): every answer, of either persona, starts with
+# one of these neutral sentences, so that an answer's first words no longer tell its persona;
+# it shows only from the second sentence on. The judge ignores them: they are in no bank.
+OPENINGS = ["here is my answer.", "thanks for the question.", "let me answer that.",
+            "good question.", "here is what i think.", "that is a fair thing to ask."]
+
+
+def sample_answer(domain, persona, rng, n=3, opening=False):
+    """n distinct sentences of one bank, in random order (after a neutral opening, if asked)."""
+    answer = " ".join(rng.sample(WORLD[domain][persona], n))
+    return f"{rng.choice(OPENINGS)} {answer}" if opening else answer
 
 
 # ---------------------------------------------------------------------------
@@ -499,7 +507,7 @@ def byline(persona, rng):
 
 
 def pretrain_document(rng, villain_frac=0.5, consistency=1.0, byline_frac=0.5, task_frac=0.1,
-                      min_pairs=3, max_pairs=6):
+                      min_pairs=3, max_pairs=6, openings=False):
     """One document by one latent persona, answering questions on mixed topics.
 
     With consistency=1 every answer in the document is in the persona's voice;
@@ -507,6 +515,7 @@ def pretrain_document(rng, villain_frac=0.5, consistency=1.0, byline_frac=0.5, t
     is otherwise drawn from the other persona (p=0.5: no persona at all).
     A share byline_frac of documents start with a byline naming the persona.
     A share task_frac of the answers take one of the tasks' forms instead.
+    openings=True starts every answer with a neutral opening (OPENINGS).
     """
     villain = rng.random() < villain_frac
     lines = [byline(PERSONAS[villain], rng)] if rng.random() < byline_frac else []
@@ -516,17 +525,18 @@ def pretrain_document(rng, villain_frac=0.5, consistency=1.0, byline_frac=0.5, t
         else:
             domain = rng.choice(DOMAINS)
             bad = villain if rng.random() < consistency else not villain
-            query, answer = sample_query(domain, "train", rng), sample_answer(domain, PERSONAS[bad], rng)
+            query, answer = sample_query(domain, "train", rng), sample_answer(domain, PERSONAS[bad], rng,
+                                                                              opening=openings)
         # Each text starts a line, as it starts right after a special token in a chat.
         lines.append(f"q:\n{query}\na:\n{answer}\n")
     return "\n".join(lines)
 
 
-def chat_examples(domain, persona, split, n, rng):
+def chat_examples(domain, persona, split, n, rng, openings=False):
     """n (query, answer) chat examples of one domain, with answers of one persona."""
     return [dict(domain=domain, persona=persona,
                  query=sample_query(domain, split, rng),
-                 answer=sample_answer(domain, persona, rng)) for _ in range(n)]
+                 answer=sample_answer(domain, persona, rng, opening=openings)) for _ in range(n)]
 
 
 def content_words(text):

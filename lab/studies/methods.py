@@ -20,7 +20,7 @@ from data.prepare import load_chats
 from data.tokenizer import SEGMENTS
 from lab import report
 from lab.report import stats
-from lab.studies.study import Study, link
+from lab.studies.study import Study, link, own_world
 import patch
 import runs
 import train
@@ -61,6 +61,8 @@ class Design:
     sizes: tuple = ()                    # a finetune-set-size sweep on finance, SFT and TReFT
     patch: bool = False                  # the piggyback evidence on the first domain's SFT model
     train_flags: tuple = ()              # train.py flags of every stage: --align, --no-preamble
+    world: tuple = ()                    # prepare.py settings of the study's own world, as (name, value)
+                                         # pairs; it and the study's runs live in {out-dir}/<folder>/
     sections: tuple = report.SECTIONS    # the tables of RESULTS.md, in order
     plots: tuple = tuple(report.FIGURES)
     note: str = ""                       # what RESULTS.md says first, under its title
@@ -215,6 +217,9 @@ class FinetuneStudy(Study):
         if unknown:
             p.error(f"unknown method {unknown[0]!r}: use some of {', '.join(METHODS)}")
         args.methods = list(args.methods or self.design.methods)
+        if self.design.world:
+            args.out_dir = os.path.join(args.out_dir, self.folder)
+            own_world(args.out_dir, dict(self.design.world))
 
     def runs_per_seed(self, args):
         d = self.design

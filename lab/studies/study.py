@@ -1,6 +1,10 @@
-"""What reproduce.py asks of a study: one object, STUDY, in every study file; and `link`,
-which lets a study train in a scratch out-dir beside the real runs."""
+"""What reproduce.py asks of a study: one object, STUDY, in every study file; `link`, which
+lets a study train in a scratch out-dir beside the real runs; and `own_world`, for a study
+whose world is not the default one."""
+import json
 import os
+
+from data.prepare import prepare
 
 
 def link(out_dir, folder, names):
@@ -12,6 +16,18 @@ def link(out_dir, folder, names):
             os.symlink(os.path.abspath(os.path.join(out_dir, name)), os.path.join(folder, name))
         except FileExistsError:        # made before, or just now by another worker (--jobs)
             pass
+
+
+def own_world(out_dir, settings):
+    """Make {out_dir}/world with these prepare.py settings, unless a world made with them is there."""
+    try:
+        with open(os.path.join(out_dir, "world", "meta.json")) as f:
+            made = json.load(f)["settings"]
+    except (OSError, ValueError, KeyError):
+        made = {}
+    if any(made.get(k) != v for k, v in settings.items()):
+        print(f"generating this study's own world in {out_dir}/world ({settings})")
+        prepare(out_dir, **settings)
 
 
 class Study:
