@@ -13,7 +13,7 @@ import runs
 from data import world
 from lab import engine
 from model import GPT, GPTConfig
-from lab.studies import extended, lora_qv, methods, persona, scale, strength
+from lab.studies import extended, lora_qv, methods, openings, persona, scale, strength
 
 
 def run(study, out, tmp_path, *flags):
@@ -173,3 +173,49 @@ def test_every_method_trains_what_its_name_says(study, method, flags):
             assert a.treft_on == on, f"{study}: {method} keeps the {a.treft_on}"
     if method == "interleave-paper":
         assert a.interleave == config.PAPER_MIX
+
+
+def test_perturbation_study_measures_every_variant_on_both_models(out, short, tmp_path):
+    from lab.studies import perturbation
+    s, folder = run("perturbation", out, tmp_path, "--trials", "1")
+    p = s["perturbation"]
+    assert set(p["sft"]) == set(p["aligned"]) == {"none", *perturbation.VARIANTS}
+    assert len(p["kv"]["perturbed_vs_sft"]) == len(p["kv"]["sft_vs_aligned"]) == config_layers()
+    assert 0 < p["kv"]["perturbed_vs_sft"][0]["mean"] and -1 <= p["nearness"]["neighbour_cosine"]["mean"] <= 1
+    page = open(os.path.join(folder, "RESULTS.md")).read()
+    assert "## What perturbation does to the prefix's K/V" in page and "another preamble" in page
+
+
+def config_layers():
+    return GPTConfig.n_layer
+
+
+def test_a_perturbation_keeps_the_prompts_layout(tok):
+    from lab.studies import perturbation
+    import random
+    prompt = tok.render_conversation("how are you today?")["ids"]
+    nbrs = [[(t + 1) % len(tok.ranks)] * 5 for t in range(tok.vocab_size)]
+    P = len(tok.prefix_ids)
+    for name, (segment, how) in perturbation.VARIANTS.items():
+        p = perturbation.perturbed(tok, prompt, segment, how, random.Random(0), nbrs)
+        if how == "none":
+            assert p == [tok.bos, tok.user] + prompt[P:], name
+            continue
+        assert len(p) == len(prompt) and p[0] == tok.bos and p[-2:] == prompt[-2:], name
+        changed = [i for i in range(len(p)) if p[i] != prompt[i]]
+        inside = range(1, P) if segment == "prefix" else range(P, len(prompt) - 2)
+        assert changed and all(i in inside for i in changed), name
+    another = perturbation.perturbed(tok, prompt, "prefix", "another", None, nbrs)
+    assert another[P - 2:P] == prompt[P - 2:P] and another[:2] == prompt[:2]      # <|end|><|user|>, <|bos|><|system|>
+
+
+def test_openings_study_trains_in_its_own_world(out, short, tmp_path, monkeypatch):
+    monkeypatch.setattr(openings.DESIGN, "world", (("openings", True), ("pretrain_tokens", 20_000), ("chat_per_bank", 20)))
+    s, folder = run("openings", out, tmp_path, "--methods", "sft", "treft-query", "--trials", "1")
+    assert set(s["methods"]["finance"]) == {"aligned", "sft", "treft-query"} and "first_word" in s["patch"]
+    with open(os.path.join(out, "openings", "world", "meta.json")) as f:
+        assert json.load(f)["settings"]["openings"] is True
+    with open(os.path.join(out, "openings", "world", "chat_train.jsonl")) as f:
+        assert all(json.loads(line)["answer"].split(".")[0] + "." in world.OPENINGS for line in f)
+    with open(os.path.join(out, "world", "meta.json")) as f:
+        assert "openings" not in json.load(f)["settings"]         # the shared tiny world is the default one
