@@ -25,12 +25,13 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from exercises.check import grade_open, read_literal, verdict   # noqa: E402
+from exercises.check import verdict   # noqa: E402
+from exercises.training import grade_open, read_literal   # noqa: E402
 from exercises.course import BY_NUMBER, EXERCISES   # noqa: E402
 
 POINTS = {n: 10 for n in BY_NUMBER} | {7: 20}      # exercise 7's REASON: the teacher's, on top
 VISIBLE_SHARE = 0.5                                # the self-checks' share of an exercise's points
-THE_GRADERS_OWN = ("exercises/check.py", "exercises/course.py", "exercises/heldback.py",
+THE_GRADERS_OWN = ("exercises/check.py", "exercises/course.py", "exercises/heldback.py", "exercises/training.py",
                    "exercises/expected.json", "exercises/__init__.py")
 STUDENT_TIMEOUT = 45                               # seconds for the checks of a process, loops included
 

@@ -15,7 +15,7 @@ from unittest import mock
 
 import pytest
 
-from exercises import check, handout, heldback
+from exercises import check, handout, heldback, training
 from exercises.course import BY_NUMBER, EXERCISES
 from tests.wrong_answers import RIGHT_FLAGS, WRONG, WRONG_FLAGS
 
@@ -73,11 +73,11 @@ def test_the_stored_outputs_are_the_projects(reference):
 
 
 def test_wrong_flags_fail_the_open_exercise_and_treft_passes(tmp_path):
-    check.tiny_world(str(tmp_path))
+    training.tiny_world(str(tmp_path))
     for name, flags in WRONG_FLAGS.items():
-        ok, why = check.check_open(flags, str(tmp_path))
+        ok, why = training.check_open(flags, str(tmp_path))
         assert not ok and "the prefix moved" in why, f"{name}: {why}"
-    ok, why = check.check_open(RIGHT_FLAGS, str(tmp_path))
+    ok, why = training.check_open(RIGHT_FLAGS, str(tmp_path))
     assert ok, why
 
 
@@ -86,11 +86,11 @@ def test_exercise_7_is_read_as_a_literal_and_never_run(tmp_path):
     for text, flags in (("FLAGS = dict(treft=3.0, treft_on='query')", {"treft": 3.0, "treft_on": "query"}),
                         ("FLAGS = {'interleave': 0.5}", {"interleave": 0.5}), ("FLAGS = None", None), ("", None)):
         path.write_text(text + "\nREASON = 'because'\n")
-        assert check.read_literal(str(path), "FLAGS") == flags
+        assert training.read_literal(str(path), "FLAGS") == flags
     path.write_text("import os\nFLAGS = dict(treft=os.system('exit 1'))\n")
     with pytest.raises(AssertionError, match="written out"):
-        check.read_literal(str(path), "FLAGS")
-    assert check.check_open({"out_dir": "/"}, str(tmp_path))[1].startswith("FLAGS may hold")
+        training.read_literal(str(path), "FLAGS")
+    assert training.check_open({"out_dir": "/"}, str(tmp_path))[1].startswith("FLAGS may hold")
 
 
 # ----------------------------------------------------------------------------- the handout
