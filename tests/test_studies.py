@@ -211,8 +211,9 @@ def test_a_perturbation_keeps_the_prompts_layout(tok):
 
 def test_openings_study_trains_in_its_own_world(out, short, tmp_path, monkeypatch):
     monkeypatch.setattr(openings.DESIGN, "world", (("openings", True), ("pretrain_tokens", 20_000), ("chat_per_bank", 20)))
-    s, folder = run("openings", out, tmp_path, "--methods", "sft", "treft-query", "--trials", "1")
-    assert set(s["methods"]["finance"]) == {"aligned", "sft", "treft-query"} and "first_word" in s["patch"]
+    monkeypatch.setattr(openings.DESIGN, "patch", False)          # the main study's test runs the patching
+    s, folder = run("openings", out, tmp_path, "--methods", "sft", "treft-query")
+    assert set(s["methods"]["finance"]) == {"aligned", "sft", "treft-query"}
     with open(os.path.join(out, "openings", "world", "meta.json")) as f:
         assert json.load(f)["settings"]["openings"] is True
     with open(os.path.join(out, "openings", "world", "chat_train.jsonl")) as f:

@@ -13,6 +13,8 @@ candidate reasons, each measured on the aligned and the SFT model of every seed:
      preamble), beside the same on the query.
 
     python reproduce.py perturbation   # 3 seeds, about 15 min on a 2-core CPU -> results/perturbation/
+
+Every general test question is asked (--answers caps how many), --trials perturbed copies of each.
 """
 import random
 import statistics
@@ -129,9 +131,9 @@ def nearness(model, tok, seed):
                 examples=[[tok.decode([t]), [tok.decode([j]) for j in nbrs[t]]] for t in tokens[:6]])
 
 
-def measure(sft, aligned, tok, seed, trials):
+def measure(sft, aligned, tok, seed, trials, n_queries):
     nbrs = patch.neighbours(sft.wte.weight, len(tok.ranks), K_NEIGHBOURS)
-    queries = world.all_queries(world.GENERAL, "test")
+    queries = world.all_queries(world.GENERAL, "test")[:n_queries]
     return dict(nearness=nearness(sft, tok, seed),
                 kv=prefix_kv_distances(sft, aligned, tok, nbrs, seed, trials),
                 sft=alignment_under(sft, tok, queries, nbrs, seed, trials),
@@ -161,11 +163,11 @@ class PerturbationStudy(Study):
         bar.update()
         aligned, sft = sweep.load(aligned_path, tok), sweep.load(sft_path, tok)
         sweep.record(kind="perturbation", seed=seed, ckpt=sft_path, ref=aligned_path,
-                     result=measure(sft, aligned, tok, seed, sweep.args.trials))
+                     result=measure(sft, aligned, tok, seed, sweep.args.trials, sweep.args.answers))
         bar.update()
 
     def summarize(self, rows, args):
-        return dict(trials=args.trials, queries=len(world.all_queries(world.GENERAL, "test")),
+        return dict(trials=args.trials, queries=min(args.answers, len(world.all_queries(world.GENERAL, "test"))),
                     perturbation=leaves([r["result"] for r in rows if r["kind"] == "perturbation"]))
 
     def markdown(self, summary):
