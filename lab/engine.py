@@ -33,6 +33,7 @@ import platform
 import queue
 import subprocess
 import sys
+import threading
 import time
 
 import torch
@@ -161,9 +162,18 @@ def run_seeds(study, args, seeds, log, bar):
     return sweep
 
 
+def exit_when_orphaned(parent, every=5.0):
+    """Stop this worker once its parent is gone: a reproduce.py killed (not interrupted) cannot
+    tell its workers, which would go on training beside the next run."""
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(1)
+
+
 def worker(args, seeds, threads, q):
     """One worker process: its share of the seeds."""
     torch.set_num_threads(threads)              # the workers share the CPU cores
+    threading.Thread(target=exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
     try:
         relay = Relay(q)
         run_seeds(load_study(args.study), args, seeds, relay, relay)

@@ -115,6 +115,19 @@ def test_parallel_seeds_give_what_one_process_gives(out, short, forked, tmp_path
     assert evals == [(0, "aligned"), (0, "sft"), (1, "aligned"), (1, "sft")]
 
 
+def test_a_worker_stops_once_its_parent_is_gone(monkeypatch):
+    """A killed reproduce.py cannot tell its workers; each notices its parent is gone and exits."""
+    parents = iter([100, 100, 1])                   # the parent, twice, then init: it died
+
+    def exit_now(code):
+        raise SystemExit(code)
+    monkeypatch.setattr(engine.os, "getppid", lambda: next(parents))
+    monkeypatch.setattr(engine.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(engine.os, "_exit", exit_now)
+    with pytest.raises(SystemExit):
+        engine.exit_when_orphaned(100)
+
+
 def test_default_jobs_one_process_per_seed_on_a_cpu_only(monkeypatch):
     monkeypatch.setattr(engine.os, "cpu_count", lambda: 2)
     assert engine.default_jobs("cpu", 3) == 3 and engine.default_jobs("cpu", 1) == 1
