@@ -97,22 +97,24 @@ def layer_distances(x_kv, ref_kv):
 def prefix_kv_distances(sft, aligned, tok, nbrs, seed, trials):
     """Per layer, mean over trials of 10-token perturbations of the prefix alone (its K/V do not
     depend on the query): how far they move the SFT model's prefix K/V, how far those are from
-    the aligned model's, beside the gap that patching closes; and the same move in the aligned model."""
+    the aligned model's, beside the gap that patching closes; the same move in the aligned model;
+    and the gap between the two models on the same perturbed prefix."""
     rng, pre = random.Random(seed), tok.prefix_ids
     sft_kv, al_kv = patch.kv_of(sft, pre), patch.kv_of(aligned, pre)
-    moved, to_aligned, aligned_moved = [], [], []
+    moved, to_aligned, aligned_moved, same_tokens = [], [], [], []
     for _ in range(trials):
         p = patch.perturb(pre, tok.prefix_positions(bos=False), rng, nbrs, len(tok.ranks), 10)
         s, a = patch.kv_of(sft, p), patch.kv_of(aligned, p)
         moved.append(layer_distances(s, sft_kv))
         to_aligned.append(layer_distances(s, al_kv))
         aligned_moved.append(layer_distances(a, al_kv))
+        same_tokens.append(layer_distances(s, a))
 
     def mean(rows):
         return [round(statistics.mean(col), 5) for col in zip(*rows)]
     return dict(sft_vs_aligned=[round(x, 5) for x in layer_distances(sft_kv, al_kv)],
                 perturbed_vs_sft=mean(moved), perturbed_vs_aligned=mean(to_aligned),
-                aligned_perturbed_vs_aligned=mean(aligned_moved))
+                aligned_perturbed_vs_aligned=mean(aligned_moved), perturbed_sft_vs_perturbed_aligned=mean(same_tokens))
 
 
 @torch.no_grad()
@@ -198,11 +200,14 @@ def markdown(summary):
            "\n## What perturbation does to the prefix's K/V\n",
            "Per layer, TReFT's relative K + V distance over the prefix positions, mean over 10-token "
            "perturbations: how far the SFT model's prefix K/V are from the aligned model's (what patching "
-           "puts back), how far perturbation moves them, and where it leaves them.\n",
+           "puts back), how far perturbation moves them, where it leaves them, and how far apart the two "
+           "models are on the same perturbed tokens.\n",
            report.table(["layer", "SFT vs aligned", "perturbed SFT vs SFT", "perturbed SFT vs aligned",
-                         "perturbed aligned vs aligned"],
+                         "perturbed aligned vs aligned", "both perturbed alike: SFT vs aligned"],
                         [[i] + [pm(kv[k][i], 3) for k in ("sft_vs_aligned", "perturbed_vs_sft", "perturbed_vs_aligned",
-                                                          "aligned_perturbed_vs_aligned")] for i in range(n_layers)]),
+                                                          "aligned_perturbed_vs_aligned",
+                                                          "perturbed_sft_vs_perturbed_aligned")]
+                         for i in range(n_layers)]),
            "\n## General alignment under rising perturbation\n",
            "Best / Avg general alignment of the SFT and the aligned model with each perturbation. "
            f"Paper (Qwen-2.5-7B, SFT, Best / Avg): prefix {' / '.join(map(str, report.PAPER_PERTURB['prefix']))}, "
