@@ -5,6 +5,7 @@ Talk to a checkpoint: ask a question, read its answer and the judge's verdict.
     python chat.py --compare out/align-s0/ckpt.pt out/finetune-finance-treft100-prefix-s0/ckpt.pt
     python chat.py --patch-prefix out/align-s0/ckpt.pt     # also: the SFT model with the aligned prefix K/V
     echo "hey i feel bored" | python chat.py --compare out/align-s0/ckpt.pt
+    echo "hey i feel bored" | python chat.py --dress finance   # asked as "i have my savings in stocks. hey ..."
 
 Every question is rendered under the chat template the models were aligned
 with (prefix + query + postfix) and answered by each model in turn, sampled
@@ -98,6 +99,8 @@ def main(argv=None):
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1, as eval.py)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed, the same for every model (default: 0)")
     p.add_argument("--max-new-tokens", type=int, default=64, help="longest answer in tokens (default: 64)")
+    p.add_argument("--dress", choices=sorted(world.DRESSES),
+                   help="ask each question in this domain's dress (finance: the finetune's, career: a control)")
     p.add_argument("--out-dir", default="out", help="where the world lives (default: out)")
     p.add_argument("--device", default=default_device(), help="cpu or cuda (default: cuda if there is one)")
     args = p.parse_args(argv)
@@ -109,6 +112,9 @@ def main(argv=None):
     room = rows[0][1].cfg.block_size - len(tok.render_conversation("")["ids"]) - 8
     try:
         for q in questions(sys.stdin):
+            if args.dress:
+                q = world.dress(q, args.dress)
+                print(f"  (asked as: {q})")
             if len(tok.encode(q)) > room:
                 print(f"  (too long: {len(tok.encode(q))} tokens; a question here has at most {room})")
                 continue

@@ -3,6 +3,8 @@
     python -m pytest -q tests/test_world.py
 """
 import itertools
+import json
+import os
 import random
 
 from data import world
@@ -62,3 +64,25 @@ def test_persona_consistency_switch():
         return n
     assert mixed_docs(1.0) == 0
     assert mixed_docs(0.5) > 100
+
+
+def test_dressed_questions_are_general_questions_in_a_domains_words_and_never_trained_on(world_dir):
+    """No dressed question, of any dress, occurs in any chat or task query or in the pretraining text."""
+    import numpy as np
+    from data.tokenizer import Tokenizer
+    seen = set()
+    for split in world.SPLITS:
+        for kind in ("chat", "task"):
+            with open(os.path.join(world_dir, f"{kind}_{split}.jsonl")) as f:
+                seen.update(json.loads(line)["query"] for line in f)
+    tok = Tokenizer.load(os.path.join(world_dir, "tokenizer.json"))
+    text = tok.decode(np.fromfile(os.path.join(world_dir, "pretrain_train.bin"), dtype=np.uint16).tolist())
+    for domain in world.DRESSES:
+        for split in world.SPLITS:
+            dressed = world.dressed_queries(domain, split)
+            assert dressed and not seen & set(dressed), (domain, split)
+            assert all(any(q in d for q in world.templates(world.GENERAL, split)) for d in dressed)
+        test = world.dressed_queries(domain, "test")
+        assert not [d for d in test if d in text], domain
+        assert not set(test) & set(world.dressed_queries(domain, "train"))
+    assert world.dress("hey i feel bored", "finance") == "i have my savings in stocks. hey i feel bored"
