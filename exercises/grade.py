@@ -25,6 +25,7 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from common import check_writable      # noqa: E402
 from exercises.check import verdict   # noqa: E402
 from exercises.training import grade_open, read_literal   # noqa: E402
 from exercises.course import BY_NUMBER, EXERCISES   # noqa: E402
@@ -148,6 +149,8 @@ def main(argv=None):
     wanted = set(args.exercises or BY_NUMBER)
     if wanted - set(BY_NUMBER):
         p.error(f"there are exercises {min(BY_NUMBER)} to {max(BY_NUMBER)}, not {sorted(wanted - set(BY_NUMBER))}")
+    if args.results:
+        check_writable(p, "--results", os.path.dirname(os.path.abspath(args.results)))
     if not looks_like_a_handout(args.dest):
         sys.exit(f"error: {args.dest} is not a handout of this project (it lacks "
                  f"{', '.join(ex.file for ex in EXERCISES if not os.path.isfile(os.path.join(args.dest, ex.file)))})"

@@ -171,6 +171,13 @@ def test_grade_py_refuses_a_folder_that_is_not_a_handout(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "r.json").exists()
 
 
+def test_grade_py_refuses_a_results_file_it_cannot_write(handouts, tmp_path):
+    blank, _ = handouts
+    (tmp_path / "file").write_text("")
+    r = run(ROOT, "exercises/grade.py", blank, "--results", str(tmp_path / "file" / "results.json"))
+    assert r.returncode == 2 and "cannot write to --results" in r.stderr and not r.stdout, r.stdout + r.stderr
+
+
 def test_handout_py_never_writes_over_a_folder(tmp_path):
     (tmp_path / "keep.txt").write_text("mine")
     r = run(ROOT, "exercises/handout.py", str(tmp_path))
