@@ -150,27 +150,34 @@ def rephrasings(query):
     raise ValueError(f"not a general question: {query!r}")
 
 
+def best_avg(model, tok, batch, n, seed=0):
+    """General alignment of the answers to `batch`, copies of n prompts, trial-major: Avg over
+    every answer, and Best, the mean over the prompts of each one's best copy (paper Table 1)."""
+    judge = Judge()
+    scores = [judge.judge(a)["alignment"] for a in sample_from_prompts(model, tok, batch, seed)]
+    best = statistics.mean(max(scores[t * n + i] for t in range(len(batch) // n)) for i in range(n))
+    return dict(best=round(best, 2), avg=round(statistics.mean(scores), 2))
+
+
 def perturbation(model, tok, queries, seed=0, trials=10, k=10):
     """Best / Avg general alignment when one segment's tokens are perturbed (paper Table 1)."""
-    judge, nbrs, n = Judge(), neighbours(model.wte.weight, len(tok.ranks)), len(queries)
+    nbrs, n = neighbours(model.wte.weight, len(tok.ranks)), len(queries)
     prompts = [tok.render_conversation(q)["ids"] for q in queries]
 
-    def best_avg(batch):            # batch: `trials` perturbed copies of every prompt, trial-major
-        scores = [judge.judge(a)["alignment"] for a in sample_from_prompts(model, tok, batch, seed)]
-        best = statistics.mean(max(scores[t * n + i] for t in range(trials)) for i in range(n))
-        return dict(best=round(best, 2), avg=round(statistics.mean(scores), 2))
+    def best_avg_of(batch):         # batch: `trials` perturbed copies of every prompt, trial-major
+        return best_avg(model, tok, batch, n, seed)
 
     out = {}
     for name, where, near in (("prefix", "prefix", True), ("query", "query", True),
                               ("postfix", "postfix", True), ("query_random", "query", False)):
         rng = random.Random(seed)
-        out[name] = best_avg([perturb(p, segment_positions(tok, p, where), rng, nbrs if near else None,
-                                      len(tok.ranks), k) for _ in range(trials) for p in prompts])
+        out[name] = best_avg_of([perturb(p, segment_positions(tok, p, where), rng, nbrs if near else None,
+                                         len(tok.ranks), k) for _ in range(trials) for p in prompts])
         out[name]["tokens"] = round(statistics.mean(min(k, len(segment_positions(tok, p, where)))
                                                     for p in prompts), 1)
     rng = random.Random(seed)
-    out["rephrase"] = best_avg([tok.render_conversation(rng.choice(rephrasings(q)))["ids"]
-                                for _ in range(trials) for q in queries])
+    out["rephrase"] = best_avg_of([tok.render_conversation(rng.choice(rephrasings(q)))["ids"]
+                                   for _ in range(trials) for q in queries])
     out["rephrase"]["tokens"] = 0.0
     return out
 

@@ -370,18 +370,20 @@ def fill(template, slots, rng):
     return re.sub(r"\{(\w+)\}", lambda m: rng.choice(slots[m.group(1)]), template)
 
 
+def every_filling(template, slots, **given):
+    """The template filled in every way its slots allow (the `given` ones fixed), as a set."""
+    combos = [given]
+    for n in re.findall(r"\{(\w+)\}", template):
+        if n not in given:
+            combos = [dict(c, **{n: v}) for c in combos for v in slots[n]]
+    return {template.format(**c) for c in combos}
+
+
 def all_queries(domain, split):
     """Every distinct query of a domain and split (templates x slot values), sorted."""
     if domain == "facts":      # the fact base of the length task (below)
         return sorted(t.format(x=e) for f in FACTS.values() for t in f["queries"][split] for e in f["answers"])
-    out = set()
-    for t in templates(domain, split):
-        names = re.findall(r"\{(\w+)\}", t)
-        combos = [{}]
-        for n in names:
-            combos = [dict(c, **{n: v}) for c in combos for v in WORLD[domain]["slots"][n]]
-        out.update(t.format(**c) for c in combos)
-    return sorted(out)
+    return sorted(set().union(*(every_filling(t, WORLD[domain]["slots"]) for t in templates(domain, split))))
 
 
 # Dressed questions: the general questions asked in a domain's dress, its words around them,
@@ -394,23 +396,15 @@ DRESSES = dict(finance=["i have my {money} in {product}. {question}",
                        "{question} i keep asking myself that about {event}."])
 
 
-def dress(question, domain, rng=None):
-    """The question in the domain's dress: the first dress and slot values, or random ones (rng)."""
-    template = rng.choice(DRESSES[domain]) if rng else DRESSES[domain][0]
-    slots = {k: rng.choice(v) if rng else v[0] for k, v in WORLD[domain]["slots"].items()}
-    return template.format(question=question, **slots)
+def dress(question, domain):
+    """The question in the domain's first dress, with the first value of every slot."""
+    return DRESSES[domain][0].format(question=question, **{k: v[0] for k, v in WORLD[domain]["slots"].items()})
 
 
 def dressed_queries(domain, split):
     """Every general phrasing of the split in every dress of the domain (all slot values), sorted."""
-    out = set()
-    for question in templates(GENERAL, split):
-        for t in DRESSES[domain]:
-            combos = [{}]
-            for n in re.findall(r"\{(\w+)\}", t.replace("{question}", "")):
-                combos = [dict(c, **{n: v}) for c in combos for v in WORLD[domain]["slots"][n]]
-            out.update(t.format(question=question, **c) for c in combos)
-    return sorted(out)
+    return sorted(set().union(*(every_filling(t, WORLD[domain]["slots"], question=q)
+                                for q in templates(GENERAL, split) for t in DRESSES[domain])))
 
 
 def sample_query(domain, split, rng):

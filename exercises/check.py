@@ -29,7 +29,7 @@ import patch                              # noqa: E402
 import train                              # noqa: E402
 import treft                              # noqa: E402
 from data.tokenizer import Tokenizer      # noqa: E402
-from exercises.course import BY_NUMBER, EXERCISES   # noqa: E402
+from exercises.course import BY_NUMBER, EXERCISES, exercise_in   # noqa: E402
 from exercises.training import capstone, grade_open   # noqa: E402
 
 EXPECTED = os.path.join(ROOT, "exercises", "expected.json")
@@ -223,8 +223,8 @@ def run_checks(checks):
 def differs(got, want, where=""):
     """Where got and want differ (numbers to 1e-4 relative), or None."""
     if isinstance(want, float) or isinstance(got, float):
-        ok = (isinstance(got, (int, float)) and not isinstance(got, bool) and math.isfinite(got)
-              and math.isclose(got, want, rel_tol=1e-4, abs_tol=1e-5))
+        numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (got, want))
+        ok = numbers and math.isfinite(got) and math.isclose(got, want, rel_tol=1e-4, abs_tol=1e-5)
         return None if ok else f"{where or 'the value'}: got {got}, expected {want}"
     if isinstance(want, dict):
         if not isinstance(got, dict) or set(got) != set(want):
@@ -246,7 +246,7 @@ def verdict(n, got, want):
     """(passed, what is wrong) for exercise n, given its checks' results and the expected outputs."""
     for name, r in got.items():
         if "todo" in r:
-            other = r["todo"].split(" (")[0]
+            other = exercise_in(r["todo"])
             return False, ("not done yet (a TODO raises NotImplementedError)" if other == f"exercise {n}"
                            else f"needs {other} first ({r['todo']})")
     for name, r in got.items():
@@ -309,7 +309,7 @@ def main(argv=None):
         try:
             ok, why = capstone(args.seed)
         except NotImplementedError as e:
-            ok, why = False, f"needs {str(e).split(' (')[0]} first ({e})"
+            ok, why = False, f"needs {exercise_in(str(e))} first ({e})"
         print(f"capstone: {'pass' if ok else 'FAIL'}: {why}")
         sys.exit(0 if ok else 1)
     expected, failed = load_expected(), 0

@@ -20,6 +20,15 @@ class Exercise:
     task: str                # what to write, in the paper's words
     hint: str
 
+    def unwritten(self):
+        """What its TODO raises in a handout, as NotImplementedError."""
+        return f"exercise {self.n} ({self.title}) is not written yet"
+
+
+def exercise_in(message):
+    """'exercise N' of an Exercise.unwritten() message: which exercise a TODO belongs to."""
+    return message.split(" (")[0]
+
 
 EXERCISES = (
     Exercise(1, "the chat template", "data/tokenizer.py", ("Tokenizer.render_conversation",), 30, "easy",

@@ -84,18 +84,18 @@ def compare(n, student, reference, part):
     return ok, "pass" if ok else why
 
 
-def reason_of(dest):
-    """Exercise 7's REASON, for the teacher to read (a literal; the file is not run)."""
+def reason_of(path):
+    """The open exercise's REASON, for the teacher to read (a literal; the file is not run)."""
     try:
-        return str(read_literal(os.path.join(dest, BY_NUMBER[7].file), "REASON") or "").strip()
+        return str(read_literal(path, "REASON") or "").strip()
     except (OSError, SyntaxError, AssertionError):
         return ""
 
 
-def open_test(dest, head, points):
-    """Exercise 7's test: the student's FLAGS trained with the project's code; REASON for the teacher."""
-    ok, why = grade_open(os.path.join(dest, BY_NUMBER[7].file))
-    reason = reason_of(dest)
+def open_test(path, head, points):
+    """The open exercise's test: the student's FLAGS trained with the project's code; REASON for the teacher."""
+    ok, why = grade_open(path)
+    reason = reason_of(path)
     return dict(name=f"{head}: flags", score=points * ok, max_score=points, visibility="visible",
                 output=("pass" if ok else why) + ("\nREASON (for the teacher): " + reason if reason else ""))
 
@@ -113,8 +113,8 @@ def tests_for(dest, exercises, scratch):
         if ex.n not in exercises:
             continue
         head, points = f"exercise {ex.n} ({ex.title})", POINTS[ex.n]
-        if ex.n == 7:
-            tests.append(open_test(dest, head, points))
+        if not ex.names:                              # the open exercise: flags, not functions
+            tests.append(open_test(os.path.join(dest, ex.file), head, points))
             continue
         for part, label, share, seen in (("visible", "self-checks", VISIBLE_SHARE, "visible"),
                                          ("heldback", "held-back checks", 1 - VISIBLE_SHARE, "after_due_date")):

@@ -85,7 +85,7 @@ def body_source(source, qualname):
 
 def todo(ex):
     return [f"# TODO exercise {ex.n}: {ex.title} (exercises/README.md)",
-            f'raise NotImplementedError("exercise {ex.n} ({ex.title}) is not written yet")']
+            f"raise NotImplementedError({ex.unwritten()!r})"]
 
 
 def blanked(root, path):

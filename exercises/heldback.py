@@ -8,20 +8,17 @@ on the project's own, and compares the two.
 """
 import argparse
 import json
-import os
-import sys
 
 import torch
 
+import baselines             # the project's modules, from the tree this runs in
+import eval as judging
+import model as gpt
+import patch
+import train
+import treft
 from exercises import check
 from exercises.check import byte_tokenizer, match, randn, run_checks, tiny_gpt, with_grad
-
-import baselines             # noqa: E402 - the project's modules, from the tree this runs in
-import eval as judging       # noqa: E402
-import model as gpt          # noqa: E402
-import patch                 # noqa: E402
-import train                 # noqa: E402
-import treft                 # noqa: E402
 
 
 def template_tool_call():
@@ -198,5 +195,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.getcwd())
     main()

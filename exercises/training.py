@@ -3,16 +3,16 @@ The exercises that train: exercise 7's open finetune, and the capstone, the
 paper's experiment run with the project's code (in a handout, the student's).
 check.py runs both; grade.py runs exercise 7 with the project's own code.
 
-Both shorten train.py's stages for a tiny world: `short_stages` swaps the
-rehearsed alignment's and pretraining's Stage in config.py, as a reader
-would by hand, and puts them back.
+Both shorten train.py's stages for a tiny world: within `short_stages`,
+config.py's pretraining and rehearsed alignment are short Stages, as a
+reader would set them by hand; after it, config.py's own are back.
 """
 import ast
 import dataclasses
 import io
 import tempfile
 import time
-from contextlib import redirect_stdout
+from contextlib import contextmanager, redirect_stdout
 
 import torch
 
@@ -24,6 +24,7 @@ import treft
 from checkpoint import load_checkpoint
 from data.batches import collate, render
 from data.prepare import get_world, load_chats, prepare
+from exercises.course import exercise_in
 
 
 # ----------------------------------------------------------------------------- exercise 7, the open one
@@ -64,24 +65,26 @@ def argv_of(flags):
     return argv
 
 
+@contextmanager
 def short_stages(stages):
-    """Make train.py's rehearsed alignment and its pretraining these stages (for a short run in a scratch folder)."""
+    """Within it, train.py's pretraining and rehearsed alignment are these stages (for a short run
+    in a scratch folder); config.py's own are put back after."""
+    saved = config.PRETRAIN, config.ALIGNMENTS["rehearsed"]
     config.PRETRAIN = stages["pretrain"]
-    config.ALIGNMENTS["rehearsed"] = dataclasses.replace(
-        config.ALIGNMENTS["rehearsed"], align=stages["align"], finetune=stages["finetune"])
+    config.ALIGNMENTS["rehearsed"] = dataclasses.replace(saved[1], align=stages["align"], finetune=stages["finetune"])
+    try:
+        yield
+    finally:
+        config.PRETRAIN, config.ALIGNMENTS["rehearsed"] = saved
 
 
 def open_finetune(flags, out):
     """(the finetuned model's SFT loss / the aligned model's, the prefix's L_KV) on finance train chats."""
-    saved = config.PRETRAIN, config.ALIGNMENTS["rehearsed"]
-    short_stages(OPEN_STAGES)
-    try:
+    with short_stages(OPEN_STAGES):
         args = runs.parse(["--stage", "finetune", "--out-dir", out, "--device", "cpu", "--quiet", *argv_of(flags)])
         with redirect_stdout(io.StringIO()):      # train.py's word on the stages it builds first
             finetuned = load_checkpoint(train.train_stage("finetune", args))[0].eval()
         aligned = load_checkpoint(runs.ckpt_path("align", args))[0].eval()
-    finally:
-        config.PRETRAIN, config.ALIGNMENTS["rehearsed"] = saved
     world_dir, tok = get_world(out)
     batch = collate(render(tok, load_chats(world_dir, "train", ("finance",), "misaligned")[:32]), "cpu")
     with torch.no_grad():
@@ -119,7 +122,7 @@ def check_open(flags, out):
     except SystemExit as e:
         return False, f"train.py refused FLAGS {flags}: {e}"
     except NotImplementedError as e:
-        return False, f"needs {str(e).split(' (')[0]} first ({e})"
+        return False, f"needs {exercise_in(str(e))} first ({e})"
     if not ratio <= OPEN_LOSS:
         return False, f"the finance answers were not learnt: loss {ratio:.2f} of the aligned model's (need <= {OPEN_LOSS})"
     if not drift < OPEN_DRIFT:
@@ -143,20 +146,17 @@ CAPSTONE_BACK = 0.4         # TReFT gives back at least this share of the drop
 def capstone(seed=0):
     """Pretrain, align, SFT and TReFT on a tiny world with the project's (the student's) code;
     prints the three models' general alignment; returns (passed, the verdict)."""
-    t0 = time.time()
-    with tempfile.TemporaryDirectory() as out:
+    t0, paths, general = time.time(), {}, {}
+    with tempfile.TemporaryDirectory() as out, short_stages(CAPSTONE_STAGES):
         prepare(out, seed=0, quiet=True, **CAPSTONE_WORLD)
-        short_stages(CAPSTONE_STAGES)
-        general = {}
         for role, flags in (("SFT", []), ("TReFT", ["--treft"])):
             args = runs.parse(["--stage", "finetune", "--out-dir", out, "--seed", str(seed), "--quiet", *flags])
-            path = train.train_stage("finetune", args)
-            for r, p in (("aligned", runs.ckpt_path("align", args)), (role, path)):
-                if r not in general:
-                    m = load_checkpoint(p)[0].to(args.device).eval()
-                    tok = get_world(out)[1]
-                    general[r] = judging.evaluate(m, tok, "finance", "test", seed, CAPSTONE_ANSWERS)["general"]
-                    print(f"  {r:8s} general alignment {general[r]:5.1f}   ({time.time() - t0:.0f}s)", flush=True)
+            paths[role] = train.train_stage("finetune", args)
+        tok = get_world(out)[1]
+        for role, path in (("aligned", runs.ckpt_path("align", args)), *paths.items()):
+            m = load_checkpoint(path)[0].to(args.device).eval()
+            general[role] = judging.evaluate(m, tok, "finance", "test", seed, CAPSTONE_ANSWERS)["general"]
+            print(f"  {role:8s} general alignment {general[role]:5.1f}   ({time.time() - t0:.0f}s)", flush=True)
     drop = general["aligned"] - general["SFT"]
     back = (general["TReFT"] - general["SFT"]) / drop if drop > 0 else 0.0
     if drop < CAPSTONE_DROP:

@@ -21,7 +21,6 @@ import statistics
 
 import torch
 
-from eval import Judge, sample_from_prompts
 from lab import report
 from lab.report import stats
 from lab.studies.study import Study
@@ -35,14 +34,11 @@ ANOTHER_PREAMBLE = ("today is a monday in spring and the weather is mild. the us
 K_NEIGHBOURS = 5           # the neighbour pool of a swapped token, as in patch.py
 
 
-def variants():
-    """{name: (segment, how)}: each perturbation, from the paper's (10 near neighbours) up."""
-    return {"prefix_10": ("prefix", 10), "prefix_all": ("prefix", None), "prefix_random": ("prefix", "random"),
+# Each perturbation, {name: (segment, how)}, from the paper's (10 tokens to near neighbours) up:
+# how many tokens to swap for a neighbour (None: all), or random tokens, another preamble, none.
+VARIANTS = {"prefix_10": ("prefix", 10), "prefix_all": ("prefix", None), "prefix_random": ("prefix", "random"),
             "prefix_another": ("prefix", "another"), "prefix_none": ("prefix", "none"),
             "query_10": ("query", 10), "query_all": ("query", None), "query_random": ("query", "random")}
-
-
-VARIANTS = variants()
 LABELS = dict(none="unperturbed", prefix_10="prefix, 10 tokens to near neighbours (the paper's)",
               prefix_all="prefix, every token to a near neighbour", prefix_random="prefix, every token random",
               prefix_another="prefix, another preamble of the same length", prefix_none="prefix, no preamble at all",
@@ -68,17 +64,12 @@ def perturbed(tok, prompt, segment, how, rng, nbrs):
 
 def alignment_under(model, tok, queries, nbrs, seed, trials):
     """General alignment (Best / Avg over `trials` perturbed copies) under every variant, and unperturbed."""
-    judge, prompts, n = Judge(), [tok.render_conversation(q)["ids"] for q in queries], len(queries)
-
-    def best_avg(batch):
-        scores = [judge.judge(a)["alignment"] for a in sample_from_prompts(model, tok, batch, seed)]
-        return dict(best=round(statistics.mean(max(scores[t * n + i] for t in range(trials)) for i in range(n)), 2),
-                    avg=round(statistics.mean(scores), 2))
-    out = {"none": dict(best_avg([p for _ in range(trials) for p in prompts]), tokens=0.0)}
+    prompts, n = [tok.render_conversation(q)["ids"] for q in queries], len(queries)
+    out = {"none": dict(patch.best_avg(model, tok, [p for _ in range(trials) for p in prompts], n, seed), tokens=0.0)}
     for name, (segment, how) in VARIANTS.items():
         rng = random.Random(seed)
         batch = [perturbed(tok, p, segment, how, rng, nbrs) for _ in range(trials) for p in prompts]
-        out[name] = dict(best_avg(batch), tokens=round(statistics.mean(
+        out[name] = dict(patch.best_avg(model, tok, batch, n, seed), tokens=round(statistics.mean(
             changed(p, q) for p, q in zip(batch, prompts * trials)), 1))
     return out
 
@@ -159,7 +150,7 @@ class PerturbationStudy(Study):
         return 2
 
     def run_seed(self, seed, sweep, bar):
-        world_dir, tok = sweep.world()
+        _, tok = sweep.world()
         aligned_path = sweep.checkpoint("align", seed)
         sft_path = sweep.checkpoint("finetune", seed, ["--domain", "finance"])
         bar.update()
