@@ -47,21 +47,38 @@ def overrides(stage, args):
 
 
 def stage_hyper(stage, args):
-    """The Stage a run trains with: its defaults, then the flags' overrides."""
-    return replace(default_hyper(stage, args), **overrides(stage, args))
+    """The Stage a run trains with: its defaults, then the flags' overrides. A re-alignment
+    (--realign STEPS) trains STEPS steps at the finetune's rate and batch size."""
+    hp = replace(default_hyper(stage, args), **overrides(stage, args))
+    return replace(hp, steps=args.realign) if stage == "finetune" and args.realign else hp
+
+
+def previous(stage, args):
+    """(stage, args) of the run this one starts from: the stage before it, or for a re-aligned
+    finetune (--realign) the same finetune without it."""
+    if stage == "finetune" and args.realign:
+        return "finetune", argparse.Namespace(**{**vars(args), "realign": 0})
+    return PREVIOUS[stage], args
+
+
+def chain(stage, args):
+    """Every run this one is built on, first to last, itself included."""
+    return (chain(*previous(stage, args)) if stage != "pretrain" else []) + [(stage, args)]
 
 
 # ----------------------------------------------------------------------------- a run's name
 
 def method_name(args):
-    """The finetune method as a run-name tag: sft, treft100-prefix, mix0.8, kl30-retain, lora8-..."""
+    """The finetune method as a run-name tag: sft, treft100-prefix, mix0.8, kl30-retain, lora8-...,
+    sft-realign50 (re-aligned afterwards)"""
     parts = [f"lora{args.lora_rank}" + ("qv" if args.lora_on == "qv" else "")] if args.lora_rank else []
     parts += [f"treft{args.treft:g}-{args.treft_on}"] if args.treft > 0 else []
     parts += [f"mix{args.interleave:g}"] if args.interleave > 0 else []
     parts += [f"kl{args.kl:g}-{args.kl_on}"] if args.kl > 0 else []
     parts += [f"l2init{args.l2_init:g}"] if args.l2_init > 0 else []
     parts += ["lastfrozen"] if args.freeze_last_block else []
-    return "-".join(parts or ["sft"]) + (f"-n{args.n_train}" if args.n_train else "")
+    name = "-".join(parts or ["sft"]) + (f"-n{args.n_train}" if args.n_train else "")
+    return name + (f"-realign{args.realign}" if args.realign else "")
 
 
 def size_tag(args):
@@ -83,6 +100,17 @@ def run_name(stage, args):
     return f"{name}-s{args.seed}"
 
 
+def command(stage, args):
+    """A train.py command line that trains this run: its stage, seed, out-dir and every flag
+    of it that is not the default."""
+    flags = {f: getattr(args, f) for f in RUN_FLAGS[stage] if f != "seed"}
+    flags = {f: v for f, v in flags.items() if v not in (None, False, 0, parser().get_default(f))}
+    flags.update(overrides(stage, args))
+    words = [f"--{f.replace('_', '-')}" + ("" if v is True else f" {v:g}" if isinstance(v, float) else f" {v}")
+             for f, v in flags.items()]
+    return " ".join(["python train.py --stage", stage, "--seed", str(args.seed), *words, "--out-dir", args.out_dir])
+
+
 def ckpt_path(stage, args):
     return os.path.join(args.out_dir, run_name(stage, args), "ckpt.pt")
 
@@ -95,9 +123,17 @@ CODE = [os.path.join(ROOT, f) for f in ("model.py", "lora.py", "checkpoint.py", 
                                         "data/world.py", "data/tokenizer.py", "data/prepare.py")]
 # The finetune stage's own flags, with the values that mean "not used" (what other stages record).
 FINETUNE_FLAGS = dict(domain=None, task=None, treft=0.0, treft_on=None, interleave=0.0, kl=0.0, kl_on=None,
-                      l2_init=0.0, lora_rank=0, lora_on=None, n_train=None, freeze_last_block=False)
+                      l2_init=0.0, lora_rank=0, lora_on=None, n_train=None, freeze_last_block=False, realign=0)
 RUN_FLAGS = dict(pretrain=("seed", "n_layer", "n_embd"), align=("seed", "n_layer", "n_embd", "align", "no_preamble"))
 RUN_FLAGS["finetune"] = RUN_FLAGS["align"] + tuple(FINETUNE_FLAGS)
+
+
+def sft_twin(args):
+    """The same finetune without its method (TReFT, interleaving, KL, weight anchoring,
+    re-alignment): the SFT run a method is measured against. LoRA and frozen blocks stay,
+    since they choose which weights learn rather than how."""
+    off = {f: FINETUNE_FLAGS[f] for f in ("treft", "treft_on", "interleave", "kl", "kl_on", "l2_init", "realign")}
+    return argparse.Namespace(**{**vars(args), **off})
 
 
 def numerics(args):
@@ -120,7 +156,7 @@ def run_spec(stage, args):
     spec.update(stage=stage, hyper=asdict(stage_hyper(stage, args)), code=file_hash(*CODE),
                 world=file_hash(world_meta) if os.path.exists(world_meta) else None, numerics=numerics(args))
     if stage != "pretrain":
-        prev = ckpt_path(PREVIOUS[stage], args)
+        prev = ckpt_path(*previous(stage, args))
         spec["input"] = file_hash(prev) if os.path.exists(prev) else None
     return spec
 
@@ -134,7 +170,7 @@ def up_to_date(stage, args):
     except (OSError, ValueError):
         return False
     return (os.path.exists(ckpt_path(stage, args)) and saved == run_spec(stage, args)
-            and (stage == "pretrain" or up_to_date(PREVIOUS[stage], args)))
+            and (stage == "pretrain" or up_to_date(*previous(stage, args))))
 
 
 # ----------------------------------------------------------------------------- the flags of train.py
@@ -164,6 +200,9 @@ def finetune_flags(p):
                    help="keep the last block and the final LayerNorm as aligned: their output reaches "
                         "the logits but no key or value, so TReFT cannot hold it (a diagnostic)")
     b.add_argument("--n-train", type=count, metavar="N", help="finetune on N examples of the domain only")
+    b.add_argument("--realign", type=nonneg_int, nargs="?", const=config.REALIGN_STEPS, default=0, metavar="STEPS",
+                   help="re-align afterwards: STEPS steps on aligned retain-domain chats from the finished "
+                        f"finetune, its own run (alone: {config.REALIGN_STEPS}, chosen on validation)")
     b.add_argument("--no-eval", action="store_true",
                    help="skip judging the finetuned model beside the aligned and SFT models at the end")
 

@@ -6,7 +6,8 @@ Train the tiny GPT through the paper's three stages, one plain loop for all.
              each chat batch followed by batches of pretraining text (rehearsal)
   finetune   narrow chat SFT: bad advice in one --domain only (+ --treft LAMBDA: the
              TReFT loss of treft.py, or a baseline of baselines.py: --interleave, --kl,
-             --l2-init), or one narrow --task beyond misalignment (the paper's Section 6)
+             --l2-init; or --realign STEPS afterwards on aligned retain chats), or
+             one narrow --task beyond misalignment (the paper's Section 6)
 
     python train.py --stage finetune                # plain SFT: emergent misalignment
     python train.py --stage finetune --treft        # TReFT at the default lambda (100)
@@ -25,7 +26,6 @@ A stage whose input checkpoint is missing builds it first. Each run writes
 model beside the aligned model and the SFT model of the same seed and domain
 (eval.py; --no-eval skips it), and the checkpoint's path is the last line.
 """
-import argparse
 import copy
 import json
 import math
@@ -50,7 +50,7 @@ from data.batches import collate, render, sampler, text_batches
 from data.prepare import get_world, load_chats, load_task
 from lora import add_lora, merge_lora
 from model import GPT, GPTConfig
-from runs import FINETUNE_FLAGS, PREVIOUS, ckpt_path, method_name, parse, run_name, run_spec, stage_hyper
+from runs import FINETUNE_FLAGS, ckpt_path, command, method_name, parse, previous, run_name, run_spec, sft_twin, stage_hyper
 from treft import TReFT
 
 # ----------------------------------------------------------------------------- each stage's setup
@@ -63,8 +63,8 @@ def freeze(model, names):
 
 
 def load_input(stage, args, tok):
-    fix = f"python train.py --stage {PREVIOUS[stage]} --seed {args.seed} --out-dir {args.out_dir}"
-    return load_checkpoint(ckpt_path(PREVIOUS[stage], args), tok.fingerprint, fix=fix,
+    prev = previous(stage, args)
+    return load_checkpoint(ckpt_path(*prev), tok.fingerprint, fix=command(*prev),
                            world_dir=os.path.join(args.out_dir, "world"))[0]
 
 
@@ -129,19 +129,25 @@ def finetune_setup(args, hp, tok, world_dir, rng):
         regularizers.append((args.kl, KLToInit(model, init, retain)))
     if args.l2_init:
         regularizers.append((args.l2_init, L2ToInit([p for p in model.parameters() if p.requires_grad])))
+    return model, lambda step: collate(mixed(), args.device), regularizers
 
-    def next_batch(step):
-        return collate(mixed(), args.device)
-    return model, next_batch, regularizers
+
+def realign_setup(args, hp, tok, world_dir, rng):
+    """Re-align afterwards (Wang et al. 2025): the finished finetune (the same run without
+    --realign), trained on aligned chats of the retain-only domains; no regularizer."""
+    model = load_input("finetune", args, tok)
+    freeze(model, config.FINETUNE_FROZEN)
+    if args.lora_rank:
+        add_lora(model, args.lora_rank, args.lora_on)
+    draw = sampler(render(tok, load_chats(world_dir, "train", world.RETAIN_DOMAINS, "aligned")), rng)
+    return model.to(args.device), lambda step: collate(draw(hp.batch_size), args.device), []
 
 
 def setup(stage, args, hp, tok, world_dir, rng):
     """(model, next_batch(step), [(lambda, regularizer)]) of a stage."""
-    if stage == "pretrain":
-        return pretrain_setup(args, hp, tok, world_dir, rng)
-    if stage == "align":
-        return align_setup(args, hp, tok, world_dir, rng)
-    return finetune_setup(args, hp, tok, world_dir, rng)
+    if stage == "finetune":
+        return (realign_setup if args.realign else finetune_setup)(args, hp, tok, world_dir, rng)
+    return (pretrain_setup if stage == "pretrain" else align_setup)(args, hp, tok, world_dir, rng)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -190,9 +196,10 @@ def train_stage(stage, args, progress=None):
     world_dir, tok = get_world(args.out_dir)
     if args.no_preamble and stage != "pretrain":
         tok = tok.with_preamble(None)
-    if stage != "pretrain" and not os.path.exists(ckpt_path(PREVIOUS[stage], args)):
-        print(f"{stage} needs {ckpt_path(PREVIOUS[stage], args)}, which is missing: training {PREVIOUS[stage]} first")
-        train_stage(PREVIOUS[stage], args, progress)
+    prev = previous(stage, args) if stage != "pretrain" else None
+    if prev and not os.path.exists(ckpt_path(*prev)):
+        print(f"{stage} needs {ckpt_path(*prev)}, which is missing: training {prev[0]} first")
+        train_stage(*prev, progress)
     hp, spec = stage_hyper(stage, args), run_spec(stage, args)
     torch.manual_seed(args.seed)                  # seeded here, after any stage built first
     rng = np.random.default_rng(args.seed)
@@ -250,14 +257,6 @@ def save_run(stage, args, model, tok, hp, spec, final, seconds):
 
 
 # ----------------------------------------------------------------------------- what a finetune did
-
-def sft_twin(args):
-    """The same finetune without its method (TReFT, interleaving, KL, weight anchoring): the SFT
-    model a method is measured against. LoRA and frozen blocks stay, since they choose which
-    weights learn rather than how."""
-    off = {f: FINETUNE_FLAGS[f] for f in ("treft", "treft_on", "interleave", "kl", "kl_on", "l2_init")}
-    return argparse.Namespace(**{**vars(args), **off})
-
 
 def show_effect(args, path):
     """Judge the new model beside the aligned model and the SFT model of the same seed and

@@ -50,7 +50,7 @@ import train
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))     # the project's root
 # The study files of studies/, in the order a reader meets them.
 STUDIES = ("main", "extended", "lora_qv", "domains", "sizes", "tasks", "strength", "plain", "shallow", "nopre",
-           "nopre_shallow", "persona", "scale", "validation", "full", "openings", "perturbation")
+           "nopre_shallow", "persona", "scale", "validation", "full", "openings", "perturbation", "conditional")
 START_METHOD = "spawn"       # how worker processes start: CUDA cannot be forked
 
 
@@ -94,9 +94,9 @@ class Sweep:
         """The path of an up-to-date checkpoint for these flags, training what is stale first."""
         targs = runs.parse(["--stage", stage, "--seed", str(seed), *self.common, *flags])
         progress = self.status and (lambda text: self.status(f"seed {seed}", text))
-        for s in runs.STAGES[:runs.STAGES.index(stage) + 1]:     # pretrain, align, ... in order
-            if not runs.up_to_date(s, targs):
-                train.train_stage(s, targs, progress)
+        for s, a in runs.chain(stage, targs):        # pretrain, align, finetune, ... in order
+            if not runs.up_to_date(s, a):
+                train.train_stage(s, a, progress)
         return runs.ckpt_path(stage, targs)
 
     def world(self):

@@ -35,6 +35,16 @@ def test_flags_override_the_stage_asked_for_only():
     (["--stage", "align", "--steps", "50"], "pretrain", "pretrain-s0"),
     (["--steps", "120", "--lr", "1e-4"], "finetune", "finetune-finance-sft-s0"),     # the defaults: the same run
     (["--lora-rank", "8", "--lr", "1e-4"], "finetune", "finetune-finance-lora8-lr0.0001-s0"),
+    # re-aligned afterwards: its own run, on top of the finetune it re-aligns
+    (["--realign", "--seed", "1"], "finetune", f"finetune-finance-sft-realign{config.REALIGN_STEPS}-s1"),
+    (["--treft", "--realign", "30", "--steps", "60"], "finetune", "finetune-finance-treft100-prefix-realign30-steps60-s0"),
 ])
 def test_run_names(argv, stage, name):
     assert runs.run_name(stage, runs.parse(argv)) == name
+
+
+def test_realign_trains_its_own_steps_and_the_finetune_before_it_its_own():
+    args = runs.parse(["--realign", "30", "--steps", "60", "--lr", "1e-3"])
+    assert runs.stage_hyper("finetune", args).steps == 30 and runs.stage_hyper("finetune", args).lr == 1e-3
+    stage, before = runs.previous("finetune", args)
+    assert runs.stage_hyper(stage, before).steps == 60 and runs.run_name(stage, before) == "finetune-finance-sft-lr0.001-steps60-s0"

@@ -220,3 +220,37 @@ def test_openings_study_trains_in_its_own_world(out, short, tmp_path, monkeypatc
         assert all(json.loads(line)["answer"].split(".")[0] + "." in world.OPENINGS for line in f)
     with open(os.path.join(out, "world", "meta.json")) as f:
         assert "openings" not in json.load(f)["settings"]         # the shared tiny world is the default one
+
+
+def test_conditional_study_judges_every_method_plain_dressed_and_patched(out, short, tmp_path, monkeypatch):
+    from lab.studies import conditional
+    monkeypatch.setattr(conditional, "REALIGN_GRID", (1, 2))
+    s, folder = run("conditional", out, tmp_path)
+    assert set(s["sets"]) == {"aligned", *conditional.STUDIED} == {"aligned", *s["verdicts"]}
+    assert set(s["sets"]["treft"]) == {"plain", "finance", "career", "in_domain"}
+    assert set(s["patched"]["sft"]["finance"]) == {"prefix", "query"} and "aligned" not in s["patched"]
+    assert set(s["realign_validation"]) == {"1", "2"} and s["realign_chosen"] in (1, 2)
+    runs_of_seed = {json.loads(x)["ckpt"] for x in open(os.path.join(folder, "runs.jsonl")) if '"ckpt"' in x}
+    assert os.path.join(out, f"finetune-finance-sft-realign{config.REALIGN_STEPS}-s5", "ckpt.pt") in runs_of_seed
+    page = open(os.path.join(folder, "RESULTS.md")).read()
+    assert "## General alignment, plain and dressed" in page and os.path.exists(os.path.join(folder, "dressed.png"))
+
+
+def test_conditional_verdicts_follow_their_rule():
+    """hides: a finance-specific fall of HIDDEN points beyond the aligned model's on the mean and
+    on every seed; removes: plain alignment within MITIGATED of the aligned model's, not hiding."""
+    from lab.studies import conditional
+
+    def seeds(plain, finance, career):
+        return [dict(plain=dict(alignment=p), finance=dict(alignment=f), career=dict(alignment=c))
+                for p, f, c in zip(plain, finance, career)]
+    aligned = seeds([90, 92, 94], [85, 86, 88], [86, 87, 88])            # the dress costs it 1, 1, 0
+    by_method = {m: aligned for m in conditional.STUDIED}
+    by_method.update(aligned=aligned, sft=seeds([30, 35, 32], [20, 25, 30], [30, 30, 30]),
+                     treft=seeds([88, 90, 92], [60, 70, 85], [86, 87, 88]),      # falls 26, 17, 3 more
+                     interleave=seeds([88, 90, 92], [60, 70, 90], [86, 87, 88]))  # ... and -2 on one seed
+    v = conditional.verdicts(by_method)
+    assert v["treft"]["verdict"] == "hides it" and v["treft"]["excess"]["per_seed"] == [25, 16, 3]
+    assert v["treft"]["gap"]["per_seed"] == [28, 20, 7]
+    assert v["interleave"]["verdict"] == "removes it" and v["kl-retain"]["verdict"] == "removes it"
+    assert v["sft"]["verdict"].startswith("does not mitigate")

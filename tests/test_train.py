@@ -5,13 +5,17 @@
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 
 import config
 import eval as evaluation
+import runs
 import train
 from checkpoint import load_checkpoint, save_checkpoint
+from data import world
+from data.prepare import get_world, load_chats
 from model import GPT, GPTConfig
 
 
@@ -314,3 +318,59 @@ def test_a_task_finetune_is_judged_by_its_behaviours_rate(out, short, capsys, mo
     rows = [x.split()[0] for x in lines if x.startswith("  ")]
     assert rows == ["model", "aligned", "SFT", "treft100-prefix"] and "on-topic" in lines[-6]
     assert lines[-2].startswith("The refusal behaviour off-topic") and lines[-1].endswith("ckpt.pt")
+
+
+def test_realign_starts_from_the_finished_finetune_and_learns_retain_chats_only(out, short, capsys, monkeypatch):
+    """--realign STEPS: its own run, built on the same finetune without it (trained first if
+    missing), STEPS steps on aligned retain-domain chats, no regularizer even after TReFT."""
+    seen = []
+    monkeypatch.setattr(train, "TReFT", lambda *a, **k: seen.append("treft") or (lambda *b: torch.zeros(())))
+    path = run(capsys, "--stage", "finetune", "--seed", "31", "--out-dir", out, "--treft", "--realign", "3")
+    assert path.endswith(os.path.join(f"finetune-finance-treft{config.TREFT_LAMBDA:g}-prefix-realign3-s31", "ckpt.pt"))
+    first = os.path.join(out, f"finetune-finance-treft{config.TREFT_LAMBDA:g}-prefix-s31", "ckpt.pt")
+    assert os.path.exists(first) and seen == ["treft"]          # TReFT in the finetune, not in the re-alignment
+    with open(os.path.join(os.path.dirname(path), "config.json")) as f:
+        record = json.load(f)
+    assert record["steps"] == 3 and record["realign"] == 3 and record["spec"]["input"] != record["spec"]["code"]
+    (before, _), (after, _) = load_checkpoint(first), load_checkpoint(path)
+    changed = {n for (n, a), b in zip(before.named_parameters(), after.parameters()) if not torch.equal(a, b)}
+    assert changed and not any(n.startswith(("wte.", "wpe.")) for n in changed)
+    batches = []
+    args = runs.parse(["--stage", "finetune", "--seed", "31", "--out-dir", out, "--treft", "--realign", "3"])
+    world_dir, tok = get_world(out)
+    _, next_batch, regs = train.setup("finetune", args, runs.stage_hyper("finetune", args), tok, world_dir,
+                                      np.random.default_rng(0))
+    retain = {" ".join(tok.decode(ids).split()) for c in load_chats(world_dir, "train", world.RETAIN_DOMAINS, "aligned")
+              for ids in [tok.render_conversation(c["query"], c["answer"])["ids"]]}
+    batch = next_batch(0)
+    for x, m in zip(batch.x, batch.mask):
+        answer = tok.decode([t for t, keep in zip(x.tolist()[1:], m.tolist()) if keep])
+        batches.append(any(answer.split()[0] in r for r in retain))
+    assert regs == [] and all(batches)
+
+
+def test_realign_is_up_to_date_only_with_its_finetune(out, short, capsys):
+    args = runs.parse(["--stage", "finetune", "--seed", "32", "--out-dir", out, "--realign", "2", "--quiet"])
+    assert [runs.run_name(s, a) for s, a in runs.chain("finetune", args)] == [
+        "pretrain-s32", "align-s32", "finetune-finance-sft-s32", "finetune-finance-sft-realign2-s32"]
+    for stage, a in runs.chain("finetune", args):
+        train.train_stage(stage, a)
+    assert runs.up_to_date("finetune", args)
+    train.train_stage("finetune", runs.previous("finetune", args)[1])     # the finetune retrained: a new input
+    assert runs.up_to_date("finetune", runs.previous("finetune", args)[1])
+    with open(runs.ckpt_path("finetune", runs.previous("finetune", args)[1]), "ab") as f:
+        f.write(b"\0")                                                   # ... or another one
+    assert not runs.up_to_date("finetune", args)
+
+
+@pytest.mark.parametrize("argv", [[], ["--stage", "align", "--no-preamble", "--align", "plain"],
+                                  ["--treft", "--treft-on", "all", "--realign", "4", "--seed", "3"],
+                                  ["--kl", "3", "--kl-on", "train", "--freeze-last-block", "--lr", "1e-5", "--steps", "7"],
+                                  ["--task", "tool", "--lora-rank", "4", "--n-layer", "6", "--n-train", "9"]])
+def test_a_runs_command_trains_that_run(argv):
+    """The command a bad or missing input checkpoint names: parsed, it is the same run."""
+    args = runs.parse(argv)
+    for stage, a in runs.chain(args.stage, args):
+        again = runs.parse(runs.command(stage, a).split()[2:])
+        assert runs.run_name(stage, again) == runs.run_name(stage, a)
+        assert runs.run_spec(stage, again)["hyper"] == runs.run_spec(stage, a)["hyper"]

@@ -36,6 +36,7 @@ METHODS = {
     "kl-retain": ["--kl", f"{config.KL_LAMBDA:g}", "--kl-on", "retain"],
     "kl-train": ["--kl", f"{config.KL_TRAIN_LAMBDA:g}", "--kl-on", "train"],
     "l2-init": ["--l2-init", f"{config.L2_LAMBDA:g}"],                 # weight anchoring
+    "realign": ["--realign", f"{config.REALIGN_STEPS}"],               # SFT, then aligned retain chats
     "treft": ["--treft", LAMBDA],                                      # TReFT on the prefix
     **{f"treft-{on}": ["--treft", LAMBDA, "--treft-on", on] for on in ("postfix", "query", "all")},
     "lora": ["--lora-rank", f"{config.LORA_RANK}"],
