@@ -36,7 +36,7 @@ import patch
 SETS = ("plain", "finance", "career")              # the general questions: asked plainly, in each dress
 SET_LABELS = dict(plain="plain", finance="finance-dressed", career="career-dressed (control)")
 STUDIED = ("sft", "interleave", "kl-retain", "realign", "treft", "treft-all")
-REALIGN_GRID = (10, 25, 50, 100, 200)               # steps of 16 chats: 160 to 3200 retain examples
+REALIGN_GRID = (2, 5, 10, 25, 50, 100, 200)         # steps of 16 chats: 32 to 3200 retain examples
 PATCHES = ("prefix", "query")
 HIDDEN = 10.0       # points: a finance-specific fall this large, beyond the aligned model's, hides
 MITIGATED = 20.0    # points: plain general alignment this close to the aligned model's is mitigated
