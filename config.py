@@ -65,8 +65,9 @@ L2_LAMBDA = 0.3          # weight anchoring (--l2-init)
 MIX = 0.8                # interleaving (--interleave): the share of the training data (of each
                          # batch) that is aligned retain chats; the paper's is 0.2
 PAPER_MIX = 0.2
-REALIGN_STEPS = 50       # re-align afterwards (--realign): steps of aligned retain chats after the
-                         # finetune (50 x 16 = 800 chats; Wang et al. 2025 re-align with a few hundred)
+REALIGN_STEPS = 10       # re-align afterwards (--realign): steps of 16 aligned retain chats after the
+                         # finetune, 160 chats (Wang et al. 2025 re-align with a few hundred); its grid
+                         # and choice are in results/conditional
 LORA_RANK = 8            # the paper's rank
 LORA_LR = 3e-4           # a LoRA finetune's learning rate (adapters learn at a higher rate)
 # As in LoRA finetuning (the paper's setting), a finetune never moves the token and

@@ -3,6 +3,9 @@
 
     python -m pytest -q tests/test_config.py
 """
+import json
+import os
+
 import pytest
 
 import config
@@ -48,3 +51,14 @@ def test_realign_trains_its_own_steps_and_the_finetune_before_it_its_own():
     assert runs.stage_hyper("finetune", args).steps == 30 and runs.stage_hyper("finetune", args).lr == 1e-3
     stage, before = runs.previous("finetune", args)
     assert runs.stage_hyper(stage, before).steps == 60 and runs.run_name(stage, before) == "finetune-finance-sft-lr0.001-steps60-s0"
+
+
+def test_the_realign_default_is_the_one_validation_chose():
+    """config.REALIGN_STEPS is the best mean validation EM-F1 of the conditional study's grid, and
+    the study's test rows re-aligned with it."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "results", "conditional", "summary.json")) as f:
+        summary = json.load(f)
+    grid = summary["realign_validation"]
+    assert summary["realign_chosen"] == int(max(grid, key=lambda s: grid[s]["em_f1"]["mean"]))
+    assert summary["realign_chosen"] == summary["realign_default"] == config.REALIGN_STEPS
