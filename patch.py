@@ -213,7 +213,8 @@ def run(model, ref, tok, domain, split="test", seed=0, n_answers=None, trials=10
     out["layers"] = [evaluate(model, tok, domain, split, seed, general_only,
                               patch_fn=resid_patcher(ref, tok, layer))["general"]
                      for layer in range(model.cfg.n_layer)]
-    out["perturb"] = perturbation(model, tok, world.all_queries(world.GENERAL, split), seed, trials)
+    n_general = (n_answers or N_ANSWERS)["general"]           # at most as many questions as answers judged
+    out["perturb"] = perturbation(model, tok, world.all_queries(world.GENERAL, split)[:n_general], seed, trials)
     out["first_word"] = forced_first_word(model, tok, domain, split, seed, (n_answers or N_ANSWERS)["in_domain"])
     return out
 

@@ -50,7 +50,7 @@ def test_realign_trains_its_own_steps_and_the_finetune_before_it_its_own():
     args = runs.parse(["--realign", "30", "--steps", "60", "--lr", "1e-3"])
     assert runs.stage_hyper("finetune", args).steps == 30 and runs.stage_hyper("finetune", args).lr == 1e-3
     stage, before = runs.previous("finetune", args)
-    assert runs.stage_hyper(stage, before).steps == 60 and runs.run_name(stage, before) == "finetune-finance-sft-lr0.001-steps60-s0"
+    assert runs.stage_hyper(stage, before).steps == 60 and runs.run_name(stage, before) == "finetune-finance-sft-steps60-lr0.001-s0"
 
 
 def test_the_realign_default_is_the_one_validation_chose():

@@ -225,6 +225,7 @@ def test_openings_study_trains_in_its_own_world(out, short, tmp_path, monkeypatc
 def test_conditional_study_judges_every_method_plain_dressed_and_patched(out, short, tmp_path, monkeypatch):
     from lab.studies import conditional
     monkeypatch.setattr(conditional, "REALIGN_GRID", (1, 2))
+    monkeypatch.setattr(conditional, "STUDIED", ("sft", "realign", "treft"))     # the plumbing, not every method
     s, folder = run("conditional", out, tmp_path)
     assert set(s["sets"]) == {"aligned", *conditional.STUDIED} == {"aligned", *s["verdicts"]}
     assert set(s["sets"]["treft"]) == {"plain", "finance", "career", "in_domain"}
