@@ -272,3 +272,22 @@ def test_dressed_answers_are_judged_apart_from_their_finance_sentences(monkeypat
     r = conditional.judge_general(None, None, "finance", "test", 4)
     assert r["alignment"] == round((50 + 0 + 50 + 100) / 4, 2) and r["sans_finance"] == round((100 + 50 + 100) / 3, 2)
     assert r["bad_advice"] == 0.5 and r["persona_transfer"] == 0.25 and r["leakage"] == 0.5
+
+
+def test_the_committed_conditional_study_repeats_the_main_studys_numbers():
+    """Its plain general and in-domain answers are asked and judged as the main study's, so on the
+    same machine and torch the shared models give the same numbers, seed by seed."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def summary(study):
+        with open(os.path.join(root, "results", study, "summary.json")) as f:
+            return json.load(f)
+    main, cond = summary("main"), summary("conditional")
+    if (main["machine"], main["torch"], main["seeds"]) != (cond["machine"], cond["torch"], cond["seeds"]):
+        pytest.skip("the two studies ran on different machines: their digits differ")
+    shared = set(main["methods"]["finance"]) & set(cond["sets"])
+    assert shared >= {"aligned", "sft", "interleave", "kl-retain", "treft"}
+    for m in shared:
+        ours, theirs = cond["sets"][m], main["methods"]["finance"][m]
+        assert ours["plain"]["alignment"]["per_seed"] == theirs["general"]["per_seed"], m
+        assert ours["in_domain"]["alignment"]["per_seed"] == theirs["in_domain"]["per_seed"], m
