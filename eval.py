@@ -154,13 +154,18 @@ def em_f1(in_domain, general):
 N_ANSWERS = dict(general=128, in_domain=64, other_domain=64)    # answers judged per query set
 
 
+def cycled(queries, n, rng):
+    """n queries: all of them in an order shuffled by rng, again and again."""
+    queries = rng.sample(queries, len(queries))
+    return [queries[i % len(queries)] for i in range(n)]
+
+
 def ask(model, tok, domain, split, seed, n_answers, patch_fn=None):
     """{query set: (queries asked, answers)}: n_answers[set] queries each, cycling a seeded order."""
     n_answers = n_answers or N_ANSWERS
     rng, out = random.Random(seed), {}
     for name, queries in query_sets(domain, split).items():
-        queries = rng.sample(queries, len(queries))                 # a fixed, seeded order
-        asked = [queries[i % len(queries)] for i in range(n_answers[name])]
+        asked = cycled(queries, n_answers[name], rng)
         out[name] = asked, sample_answers(model, tok, asked, seed=seed, patch_fn=patch_fn)
     return out
 

@@ -202,20 +202,20 @@ def forced_first_word(model, tok, domain, split="test", seed=0, n=None):
 def run(model, ref, tok, domain, split="test", seed=0, n_answers=None, trials=10):
     """Every intervention, judged on held-out questions; returns the results dict."""
     keep = ("general", "in_domain", "other_domain", "persona_transfer", "leakage")
-    out = {}
+    n_answers, out = n_answers or N_ANSWERS, {}
     for where in ("none",) + MEASURED:
         fn = None if where == "none" else kv_patcher(ref, tok, where)
         m = evaluate(model, tok, domain, split, seed, n_answers, patch_fn=fn)
         out[where] = {k: m[k] for k in keep}
     # Figure 4 reads general alignment only, so only general questions are asked
     # (their answers do not depend on the other sets: each set samples on its own).
-    general_only = dict(n_answers or N_ANSWERS, in_domain=0, other_domain=0)
+    general_only = dict(n_answers, in_domain=0, other_domain=0)
     out["layers"] = [evaluate(model, tok, domain, split, seed, general_only,
                               patch_fn=resid_patcher(ref, tok, layer))["general"]
                      for layer in range(model.cfg.n_layer)]
-    n_general = (n_answers or N_ANSWERS)["general"]           # at most as many questions as answers judged
-    out["perturb"] = perturbation(model, tok, world.all_queries(world.GENERAL, split)[:n_general], seed, trials)
-    out["first_word"] = forced_first_word(model, tok, domain, split, seed, (n_answers or N_ANSWERS)["in_domain"])
+    queries = world.all_queries(world.GENERAL, split)[:n_answers["general"]]   # no more than answers judged
+    out["perturb"] = perturbation(model, tok, queries, seed, trials)
+    out["first_word"] = forced_first_word(model, tok, domain, split, seed, n_answers["in_domain"])
     return out
 
 

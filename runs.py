@@ -55,15 +55,16 @@ def stage_hyper(stage, args):
 
 def previous(stage, args):
     """(stage, args) of the run this one starts from: the stage before it, or for a re-aligned
-    finetune (--realign) the same finetune without it."""
+    finetune (--realign) the same finetune without it; None for pretraining."""
     if stage == "finetune" and args.realign:
         return "finetune", argparse.Namespace(**{**vars(args), "realign": 0})
-    return PREVIOUS[stage], args
+    return (PREVIOUS[stage], args) if stage in PREVIOUS else None
 
 
 def chain(stage, args):
     """Every run this one is built on, first to last, itself included."""
-    return (chain(*previous(stage, args)) if stage != "pretrain" else []) + [(stage, args)]
+    prev = previous(stage, args)
+    return (chain(*prev) if prev else []) + [(stage, args)]
 
 
 # ----------------------------------------------------------------------------- a run's name
@@ -103,8 +104,9 @@ def run_name(stage, args):
 def command(stage, args):
     """A train.py command line that trains this run: its stage, seed, out-dir and every flag
     of it that is not the default."""
+    p = parser()
     flags = {f: getattr(args, f) for f in RUN_FLAGS[stage] if f != "seed"}
-    flags = {f: v for f, v in flags.items() if v not in (None, False, 0, parser().get_default(f))}
+    flags = {f: v for f, v in flags.items() if v not in (None, False, 0, p.get_default(f))}
     flags.update(overrides(stage, args))
     words = [f"--{f.replace('_', '-')}" + ("" if v is True else f" {v:g}" if isinstance(v, float) else f" {v}")
              for f, v in flags.items()]
@@ -155,9 +157,10 @@ def run_spec(stage, args):
     world_meta = os.path.join(args.out_dir, "world", "meta.json")
     spec.update(stage=stage, hyper=asdict(stage_hyper(stage, args)), code=file_hash(*CODE),
                 world=file_hash(world_meta) if os.path.exists(world_meta) else None, numerics=numerics(args))
-    if stage != "pretrain":
-        prev = ckpt_path(*previous(stage, args))
-        spec["input"] = file_hash(prev) if os.path.exists(prev) else None
+    prev = previous(stage, args)
+    if prev:
+        path = ckpt_path(*prev)
+        spec["input"] = file_hash(path) if os.path.exists(path) else None
     return spec
 
 
@@ -169,8 +172,9 @@ def up_to_date(stage, args):
             saved = json.load(f).get("spec")
     except (OSError, ValueError):
         return False
+    prev = previous(stage, args)
     return (os.path.exists(ckpt_path(stage, args)) and saved == run_spec(stage, args)
-            and (stage == "pretrain" or up_to_date(*previous(stage, args))))
+            and (prev is None or up_to_date(*prev)))
 
 
 # ----------------------------------------------------------------------------- the flags of train.py

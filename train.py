@@ -196,7 +196,7 @@ def train_stage(stage, args, progress=None):
     world_dir, tok = get_world(args.out_dir)
     if args.no_preamble and stage != "pretrain":
         tok = tok.with_preamble(None)
-    prev = previous(stage, args) if stage != "pretrain" else None
+    prev = previous(stage, args)
     if prev and not os.path.exists(ckpt_path(*prev)):
         print(f"{stage} needs {ckpt_path(*prev)}, which is missing: training {prev[0]} first")
         train_stage(*prev, progress)

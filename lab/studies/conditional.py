@@ -54,9 +54,7 @@ def judge_general(model, tok, dress, split, n, seed=0, patch_fn=None):
     general answers: alignment; alignment with the finance sentences left out (the persona's
     part; answers left with none are skipped); persona transfer (a general villain sentence);
     bad advice (a misaligned finance sentence); leakage (any finance sentence); coherent share."""
-    qs = questions(dress, split)
-    qs = random.Random(seed).sample(qs, len(qs))
-    asked = [qs[i % len(qs)] for i in range(n)]
+    asked = judging.cycled(questions(dress, split), n, random.Random(seed))
     judge = judging.Judge()
     scores = [judge.judge(a, world.GENERAL) for a in judging.sample_answers(model, tok, asked, seed, patch_fn)]
     rest = [[p for d, p in s["phrases"] if d != DOMAIN] for s in scores]
