@@ -68,6 +68,7 @@ PAPER_MIX = 0.2
 REALIGN_STEPS = 10       # re-align afterwards (--realign): steps of 16 aligned retain chats after the
                          # finetune, 160 chats (Wang et al. 2025 re-align with a few hundred); its grid
                          # and choice are in results/conditional
+REALIGN_WARMUP = 0.1     # the share of a re-alignment's steps that warm its rate up (rounded down)
 LORA_RANK = 8            # the paper's rank
 LORA_LR = 3e-4           # a LoRA finetune's learning rate (adapters learn at a higher rate)
 # As in LoRA finetuning (the paper's setting), a finetune never moves the token and

@@ -48,9 +48,13 @@ def overrides(stage, args):
 
 def stage_hyper(stage, args):
     """The Stage a run trains with: its defaults, then the flags' overrides. A re-alignment
-    (--realign STEPS) trains STEPS steps at the finetune's rate and batch size."""
+    (--realign STEPS) is a schedule of its own: STEPS steps at the finetune's rate and batch
+    size, warming up over config.REALIGN_WARMUP of them (not the finetune's 10 steps, which
+    would be all of a short re-alignment)."""
     hp = replace(default_hyper(stage, args), **overrides(stage, args))
-    return replace(hp, steps=args.realign) if stage == "finetune" and args.realign else hp
+    if stage == "finetune" and args.realign:
+        return replace(hp, steps=args.realign, warmup=int(args.realign * config.REALIGN_WARMUP))
+    return hp
 
 
 def previous(stage, args):

@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 from checkpoint import CheckpointError, load_checkpoint
 from common import atomic_write, check_writable, count, cpu_name, default_device, nonneg_int
+from data import world
 from data.prepare import get_world
 from eval import evaluate
 from lab import report
@@ -254,6 +255,8 @@ def parser():
     p.add_argument("--seeds", type=nonneg_int, nargs="+", default=[0, 1, 2], help="seeds to run (default: 0 1 2)")
     p.add_argument("--methods", nargs="+", metavar="METHOD",
                    help="only these of the study's finetune methods (a quick look)")
+    p.add_argument("--domain", choices=world.FINETUNE_DOMAINS,
+                   help="the finetune domain of a study that takes one (conditional; default: finance)")
     p.add_argument("--answers", type=count, default=128, help="general answers judged per model (default: 128)")
     p.add_argument("--trials", type=count, default=10, help="perturbation trials per question (default: 10)")
     p.add_argument("--out-dir", default="out", help="where the world and the runs live (default: out)")
@@ -302,7 +305,9 @@ def main(argv=None):
             print(f"{name:10s} {importlib.import_module(f'lab.studies.{name}').__doc__.strip().splitlines()[0]}")
         return
     study = load_study(args.study)
-    folder = os.path.join(args.results, study.folder)
+    if args.domain and not study.takes_domain:
+        p.error(f"the {args.study} study has no --domain to choose")
+    folder = os.path.join(args.results, study.results_folder(args))
     if args.report:
         try:
             with open(os.path.join(folder, "summary.json")) as f:

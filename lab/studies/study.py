@@ -34,6 +34,11 @@ class Study:
     """A study's runs, summary, tables and figures. Subclasses fill in what they need."""
     folder = None            # results/<folder>/
     train_flags = ()         # train.py flags of every run: --align, --no-preamble
+    takes_domain = False     # whether reproduce.py's --domain chooses its finetune domain
+
+    def results_folder(self, args):
+        """The folder under results/ that this command writes."""
+        return self.folder
 
     def configure(self, args, p):
         """Check and complete the command line; p.error() on what this study cannot take."""
