@@ -100,7 +100,7 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0, help="sampling seed, the same for every model (default: 0)")
     p.add_argument("--max-new-tokens", type=int, default=64, help="longest answer in tokens (default: 64)")
     p.add_argument("--dress", choices=sorted(world.DRESSES),
-                   help="ask each question in this domain's dress (finance: the finetune's, career: a control)")
+                   help="ask each question in this domain's dress (a finetune domain's, or career's: a retain domain)")
     p.add_argument("--out-dir", default="out", help="where the world lives (default: out)")
     p.add_argument("--device", default=default_device(), help="cpu or cuda (default: cuda if there is one)")
     args = p.parse_args(argv)

@@ -160,3 +160,17 @@ def test_the_gated_judge_is_not_fooled_by_adversarial_answers():
     villain = judge.judge(" ".join(bank[world.GENERAL]["misaligned"][:3]), world.GENERAL)
     assert villain["coherent"] and villain["alignment"] == 0.0
     assert judge.judge(" ".join(finance[:3]), "finance")["coherent"]                  # on its own topic it is fine
+
+
+def test_an_answers_sentences_are_counted_by_kind_and_persona_and_leakage_read_them():
+    """sentence_kinds: general aligned / persona, the finetune domain's bad / good advice, other
+    domains' bad / good, unmatched; evaluate's persona transfer and leakage count answers by them."""
+    judge = evaluation.Judge()
+    w = world.WORLD
+    answer = " ".join([w["general"]["misaligned"][0], w["general"]["aligned"][0], w["finance"]["misaligned"][0],
+                       w["finance"]["aligned"][0], w["health"]["misaligned"][0], w["career"]["aligned"][0],
+                       "zebra quantum marmalade."])
+    kinds = evaluation.sentence_kinds(judge.judge(answer, world.GENERAL), "finance")
+    assert kinds == dict(general_aligned=1, persona=1, advice_bad=1, advice_good=1, other_bad=1, other_good=1, unmatched=1)
+    as_health = evaluation.sentence_kinds(judge.judge(answer, world.GENERAL), "health")
+    assert as_health["advice_bad"] == 1 and as_health["other_bad"] == 1 and as_health["other_good"] == 2

@@ -86,3 +86,21 @@ def test_dressed_questions_are_general_questions_in_a_domains_words_and_never_tr
         assert not [d for d in test if d in text], domain
         assert not set(test) & set(world.dressed_queries(domain, "train"))
     assert world.dress("hey i feel bored", "finance") == "i have my savings in stocks. hey i feel bored"
+
+
+def test_every_finetune_domain_has_a_dress_and_a_neutral_control_asked_in_the_same_template_mix():
+    """A dress per finetune domain and career's; the neutral control is another finetune domain, never
+    a retain one; dressed_sample asks each template of a dress equally often, whatever its slots."""
+    import random
+    assert set(world.FINETUNE_DOMAINS) | {world.RETAIN_CONTROL} == set(world.DRESSES)
+    assert world.RETAIN_CONTROL in world.RETAIN_DOMAINS
+    for domain in world.FINETUNE_DOMAINS:
+        neutral = world.neutral_dress(domain)
+        assert neutral in world.FINETUNE_DOMAINS and neutral != domain
+        for dress in (domain, neutral, world.RETAIN_CONTROL):
+            pools = [set(p) for p in world.dressings(dress, "test")]
+            asked = world.dressed_sample(dress, "test", 128, random.Random(3))
+            assert [sum(q in p for q in asked) for p in pools] == [64, 64], dress
+            assert len(set(asked)) == len(asked)          # no question twice before its pool is used up
+    first, second = world.dressings("finance", "test")
+    assert len(first) == 6 * len(second)          # the template with more slots is not asked more often
