@@ -268,10 +268,11 @@ def parser():
     return p
 
 
-def study_page(name):
-    """(summary, RESULTS.md text) of a study's committed results/<name>/summary.json."""
-    study = load_study(name)
-    with open(os.path.join(ROOT, "results", study.folder, "summary.json")) as f:
+def study_page(folder):
+    """(summary, RESULTS.md text) of the committed results/<folder>/summary.json: a study's folder,
+    or one it wrote for a --domain (conditional_health)."""
+    study = load_study(folder if folder in STUDIES else folder.rsplit("_", 1)[0])
+    with open(os.path.join(ROOT, "results", folder, "summary.json")) as f:
         summary = json.load(f)
     return summary, study.markdown(summary)
 

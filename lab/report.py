@@ -93,6 +93,7 @@ def provenance(summary):
 
 # README.md and docs/findings.md quote sections of the studies' RESULTS.md between two marker lines,
 #     <!-- quote: main § Methods on finance (the paper's Table 3 layout) -->   ...   <!-- end quote -->
+# (the name is a folder of results/: a study's, or one a study wrote for a --domain)
 # and `python reproduce.py NAME --report` rewrites what is between them, so no number there is typed.
 QUOTE = re.compile(r"(<!-- quote: (\w+) § (.+?) -->\n).*?(<!-- end quote -->)", re.S)
 PAGES = ("README.md", os.path.join("docs", "findings.md"))
@@ -108,18 +109,18 @@ def section(markdown, heading):
     raise KeyError(f"no section '## {heading}' in the page")
 
 
-def quoted(summary, markdown, heading):
-    """What a quote block holds: the section, then where it comes from."""
-    return (f"{section(markdown, heading)}\n\n*From `results/{summary['study']}/summary.json`, written by "
+def quoted(summary, markdown, heading, folder):
+    """What a quote block holds: the section, then where it comes from (results/<folder>/)."""
+    return (f"{section(markdown, heading)}\n\n*From `results/{folder}/summary.json`, written by "
             f"`{summary['command']}` at commit `{summary['commit']}` on {summary['machine']}, "
             f"seeds {', '.join(map(str, summary['seeds']))}, in {summary['seconds']} s.*")
 
 
 def requote(text, page):
-    """text with every quote block rewritten; page(study) -> (summary, its RESULTS.md markdown)."""
+    """text with every quote block rewritten; page(results folder) -> (summary, its RESULTS.md markdown)."""
     def fill(m):
         summary, markdown = page(m.group(2))
-        return m.group(1) + quoted(summary, markdown, m.group(3)) + "\n" + m.group(4)
+        return m.group(1) + quoted(summary, markdown, m.group(3), m.group(2)) + "\n" + m.group(4)
     return QUOTE.sub(fill, text)
 
 

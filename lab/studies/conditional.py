@@ -14,7 +14,7 @@ and re-alignment train on its aligned chats), each template of a dress asked
 equally often. Then the prefix and the query K/V are patched with the aligned
 model's on plain and dressed questions, to see where the behaviour rides.
 
-    python reproduce.py conditional                  # finance, 3 seeds -> results/conditional/
+    python reproduce.py conditional                  # finance, 3 seeds: about 36 min on a 2-core CPU -> results/conditional/
     python reproduce.py conditional --domain health  # another finetune domain -> results/conditional_health/
 
 The measure: the persona share, the share of general answers with a villain
