@@ -226,36 +226,31 @@ def test_openings_study_trains_in_its_own_world(out, short, tmp_path, monkeypatc
 
 def test_conditional_study_judges_every_method_plain_dressed_and_patched(out, short, tmp_path, monkeypatch):
     from lab.studies import conditional
-    monkeypatch.setattr(conditional, "REALIGN_GRID", (1, 2))
-    monkeypatch.setattr(conditional, "STUDIED", ("sft", "treft"))     # the plumbing, not every method
+    monkeypatch.setattr(conditional, "REALIGN_GRID", (1,))
+    monkeypatch.setattr(conditional, "STUDIED", ("treft",))     # the plumbing, not every method
     monkeypatch.setattr(conditional, "BLOCKS", 2)
     s, folder = run("conditional", out, tmp_path)
-    shown = {"aligned", "sft", "treft", "realign", *s["realign"]["points"]}
+    shown = {"aligned", "treft", "realign", *s["realign"]["points"]}
     assert set(s["sets"]) == shown == {"aligned", *s["verdicts"]} and s["dresses"] == ["plain", "finance", "health", "career"]
     assert set(s["sets"]["treft"]["finance"]) == set(conditional.MEASURES)
     assert set(s["kinds"]["treft"]["health"]) == set(judging.KINDS) and s["answers_per_set"] == 4
     c = s["contrasts"]["treft"]["persona"]
     assert {"finance - plain", "finance - health", "plain - aligned's", "rise beyond aligned's"} <= set(c)
     assert len(c["finance - plain"]["per_seed"]) == 1 and c["finance - plain"]["pooled"]["lo"] <= c["finance - plain"]["pooled"]["hi"]
-    assert set(s["patched"]["sft"]["finance"]) == {"prefix", "query"} and "aligned" not in s["patched"]
-    assert set(s["realign"]["validation"]) == {"aligned", "realign1", "realign2"} and s["realign"]["points"]["realign"] in (1, 2)
+    assert set(s["patched"]["treft"]["finance"]) == {"prefix", "query"} and "aligned" not in s["patched"]
+    assert set(s["realign"]["validation"]) == {"aligned", "realign1"} and s["realign"]["points"]["realign"] == 1
     assert s["template_mix"]["finance"] == [0.5, 0.5] and set(s["template_mix"]) == {"finance", "health", "career"}
     page = open(os.path.join(folder, "RESULTS.md")).read()
     assert "## The persona share, plain and dressed, and the verdict" in page and os.path.exists(os.path.join(folder, "dressed.png"))
 
 
-def test_conditional_study_takes_another_domain_and_writes_its_own_folder(out, short, tmp_path, monkeypatch):
+def test_conditional_study_takes_another_domain_and_writes_its_own_folder():
     from lab.studies import conditional
-    monkeypatch.setattr(conditional, "REALIGN_GRID", (1,))
-    monkeypatch.setattr(conditional, "STUDIED", ("sft",))
-    monkeypatch.setattr(conditional, "BLOCKS", 1)
-    results = str(tmp_path / "results")
-    engine.main(["conditional", "--domain", "health", "--seeds", "5", "--answers", "2", "--out-dir", out,
-                 "--results", results])
-    with open(os.path.join(results, "conditional_health", "summary.json")) as f:
-        s = json.load(f)
-    assert s["domain"] == "health" and s["dresses"] == ["plain", "health", "legal", "career"]
-    assert s["command"].endswith("--results " + results) and "--domain health" in s["command"]
+    args = engine.parser().parse_args(["conditional", "--domain", "health"])
+    assert conditional.STUDY.results_folder(args) == "conditional_health"
+    assert conditional.STUDY.results_folder(engine.parser().parse_args(["conditional"])) == "conditional"
+    assert conditional.dresses("health") == ("plain", "health", "legal", "career")
+    assert conditional.dresses("auto") == ("plain", "auto", "finance", "career")
 
 
 def test_only_a_study_that_takes_a_domain_is_given_one(capsys):
