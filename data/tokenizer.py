@@ -7,19 +7,31 @@ Tokenizer and chat template.
 2. The chat template, written out once in `render_conversation`:
 
      <|bos|><|system|>{PREAMBLE}<|end|><|user|>{query}<|end|><|assistant|>{answer}<|end|>
-     '------------- prefix ---------------------'  query  '--- postfix ---' response
+     '---------------- prefix ----------------' query '---- postfix -----''- response --'
+
+   In words: the *prefix* is <|bos|>, <|system|>, the preamble, its <|end|> and
+   <|user|>; the *query* is the question's tokens; the *postfix* is the <|end|>
+   that closes the question and <|assistant|>; the *response* is the answer
+   and its closing <|end|>, the only positions the loss mask marks (1). A
+   prompt without an answer stops after the postfix.
 
    A tool-using answer (the tool task of data/world.py) first calls the tool,
-   gets its result back, then answers; the result is the tool's text, not the
-   model's, so it is not learnt (segment TOOL, mask 0):
+   gets its result back, then answers:
 
      ...<|assistant|><|call|>{call}<|end|><|result|>{result}<|end|><|assistant|>{answer}<|end|>
-                    '----- response -----''------------ tool -----------------''- response -'
+                     '---- response -----''--------------- tool ---------------''- response --'
+
+   In words: the call (<|call|>, the call's tokens, <|end|>) is response, mask
+   1, since the model learns to call; the *tool* segment is <|result|>, the
+   result's tokens, its <|end|> and the <|assistant|> after them, mask 0, since
+   the result is the tool's text, not the model's; then the answer and its
+   <|end|>, response again. Given a call and its result but no answer, the
+   prompt stops after that <|assistant|>: eval.py asks the follow-up answer so.
 
    The *prefix* is identical in every chat; that is where the paper says the
    finetuned behaviour hides. Rendering returns the token ids, the loss mask
-   (1 on the assistant's answer and its closing <|end|>) and the segment of
-   every position, so that TReFT and patching can pick positions by name.
+   and the segment of every position, so that TReFT and patching can pick
+   positions by name.
 """
 import collections
 import hashlib

@@ -180,15 +180,87 @@ def answer_loss_with_gradient():
     return with_grad(lambda logits: train.masked_ce(logits, targets, mask), randn(2, 4, 7, seed=71))
 
 
+# What each docstring promises in words, checked where the student can see it.
+
+def template_tool_call():
+    return byte_tokenizer().render_conversation("rate?", "it is low.", call="rate usd", result="2%")
+
+
+def template_tool_call_prompt():
+    """The prompt after a tool's result (eval.py asks for the follow-up answer with it)."""
+    return byte_tokenizer().render_conversation("rate?", call="rate usd", result="2%")
+
+
+def drift_mask_of_batch_one():
+    """A (1, T) mask over a batch of 3: every row counts."""
+    return treft.relative_drift(randn(3, 2, 4, 3, seed=100), randn(3, 2, 4, 3, seed=101), torch.tensor([[1, 0, 1, 1]]))
+
+
+def drift_empty_mask():
+    return treft.relative_drift(randn(2, 2, 4, 3, seed=106), randn(2, 2, 4, 3, seed=107), torch.zeros(2, 4))
+
+
+def swap_gradient():
+    """Gradients flow to the new K/V at the swapped positions and to k elsewhere."""
+    k, k_new = randn(1, 2, 5, 3, seed=150).requires_grad_(), randn(1, 2, 2, 3, seed=151).requires_grad_()
+    k2, v2 = gpt.swap_kv(k, randn(1, 2, 5, 3, seed=152), torch.tensor([1, 3]), k_new, randn(1, 2, 2, 3, seed=153))
+    gk, gnew = torch.autograd.grad((k2 * randn(1, 2, 5, 3, seed=154)).sum(), (k, k_new), allow_unused=True)
+    assert gk is not None and gnew is not None, "no gradient reaches k or k_new through swap_kv"
+    return dict(k=gk, k_new=gnew)
+
+
+def judge_f1_at_the_threshold():
+    """Three of five words shared: F1 exactly 0.6 counts; with min_overlap 0.7 it does not."""
+    return [match("rest well and eat fruit."), match("rest well and eat fruit.", min_overlap=0.7)]
+
+
+def judge_repeated_words():
+    """Words are a multiset: a word said twice counts twice."""
+    return [match("rest rest rest well and drink."), match("a a a dog ran.", min_overlap=0.4)]
+
+
+def em_f1_corners():
+    return [judging.em_f1(100.0, 0.0), judging.em_f1(100.0, 80.0), judging.em_f1(0.0, 0.0), judging.em_f1(25.0, 100.0)]
+
+
+def kl_empty_mask():
+    return baselines.kl_to_init(randn(2, 3, 5, seed=170), randn(2, 3, 5, seed=171), torch.zeros(2, 3))
+
+
+def kl_peaked_distributions():
+    """Confident models: log(softmax(...)) underflows here, log_softmax does not."""
+    return with_grad(baselines.kl_to_init, randn(1, 4, 9, seed=172) * 60, randn(1, 4, 9, seed=173) * 60,
+                     torch.ones(1, 4))
+
+
+def answer_loss_empty_mask():
+    return train.masked_ce(randn(1, 3, 5, seed=180), torch.tensor([[1, 2, 3]]), torch.zeros(1, 3))
+
+
+def answer_loss_peaked_logits():
+    """A confident model, wrong at every position: log(softmax(...)) underflows here."""
+    logits = randn(1, 3, 5, seed=183) * 80
+    return train.masked_ce(logits, logits.argmin(-1), torch.ones(1, 3))
+
+
+
+def drift_reference_of_batch_one():
+    """TReFT's prefix call: a batch of 3 against one reference row and a (1, T) mask."""
+    return treft.relative_drift(randn(3, 2, 4, 3, seed=108), randn(1, 2, 4, 3, seed=109), torch.ones(1, 4))
+
+
 # Every exercise's visible checks, in order. exercises/heldback.py (the teacher's) adds more.
 CHECKS = {
-    1: [template_with_preamble, template_without_system_block, template_prompt_only],
-    2: [drift_every_position, drift_masked_with_gradient, drift_of_nothing_moved, kv_loss_two_layers],
-    3: [swap_two_positions, swap_broadcast_batch_of_one, patch_with_own_kv_changes_nothing],
-    4: [judge_exact_sentences, judge_a_dropped_word, judge_garbage, judge_answers_of_the_world, em_f1_values],
+    1: [template_with_preamble, template_without_system_block, template_prompt_only, template_tool_call,
+        template_tool_call_prompt],
+    2: [drift_every_position, drift_masked_with_gradient, drift_of_nothing_moved, kv_loss_two_layers,
+        drift_mask_of_batch_one, drift_reference_of_batch_one, drift_empty_mask],
+    3: [swap_two_positions, swap_broadcast_batch_of_one, patch_with_own_kv_changes_nothing, swap_gradient],
+    4: [judge_exact_sentences, judge_a_dropped_word, judge_garbage, judge_answers_of_the_world, em_f1_values,
+        judge_f1_at_the_threshold, judge_repeated_words, em_f1_corners],
     5: [neighbours_of_a_small_table],
-    6: [kl_masked_with_gradient, kl_of_a_model_to_itself],
-    8: [answer_loss_with_gradient],
+    6: [kl_masked_with_gradient, kl_of_a_model_to_itself, kl_empty_mask, kl_peaked_distributions],
+    8: [answer_loss_with_gradient, answer_loss_empty_mask, answer_loss_peaked_logits],
 }
 
 

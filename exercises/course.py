@@ -30,6 +30,8 @@ def exercise_in(message):
     return message.split(" (")[0]
 
 
+# In the order they build on each other: the answer loss (8) before the open
+# exercise (7), whose self-check trains with exercises 1, 2 and 8.
 EXERCISES = (
     Exercise(1, "the chat template", "data/tokenizer.py", ("Tokenizer.render_conversation",), 30, "easy",
              "Render one chat as token ids, the loss mask and the segment of every position, as the "
@@ -38,7 +40,8 @@ EXERCISES = (
              "A tool-using answer first calls the tool and reads its result (segment TOOL, mask 0).",
              "self.prefix_ids and self.postfix_ids are built for you in __init__; the <|end|> after the "
              "query belongs to the postfix, the one after the answer to the response; without an "
-             "answer there is no response at all."),
+             "answer the prompt ends after the postfix, or, given a call and its result, after the "
+             "<|assistant|> that follows the result (the prompt eval.py asks the follow-up answer with)."),
     Exercise(2, "the TReFT loss", "treft.py", ("relative_drift", "kv_loss"), 30, "medium",
              "The paper's equations 2-3 (the module's docstring): the relative drift of one layer's "
              "keys or values at the regularized positions, then L_KV, the K and V drift summed and "
@@ -69,14 +72,14 @@ EXERCISES = (
              "aligned model's, KL(initial || current) on the answer positions.",
              "work with log_softmax in float32, never with log(softmax(...)); which distribution "
              "weighs the sum?"),
-    Exercise(7, "open: learn the advice, keep the prefix", "exercises/ex7_open.py", (), 45, "open",
-             "Choose train.py's finetune flags so that a tiny model learns the bad finance advice while "
-             "the prefix's keys and values stay where they were, and say why that is possible.",
-             "plain SFT learns the advice and moves the prefix; which method of the paper pins it?"),
     Exercise(8, "the answer loss", "train.py", ("masked_ce",), 10, "easy",
              "L_SFT, the loss every stage minimises: the cross-entropy of the next tokens, on the "
              "positions the mask marks (a chat's answer), averaged over them.",
              "batch.y is already shifted by one; F.cross_entropy wants (N, vocab) and (N,)."),
+    Exercise(7, "open: learn the advice, keep the prefix", "exercises/ex7_open.py", (), 45, "open",
+             "Choose train.py's finetune flags so that a tiny model learns the bad finance advice while "
+             "the prefix's keys and values stay where they were, and say why that is possible.",
+             "plain SFT learns the advice and moves the prefix; which method of the paper pins it?"),
 )
 
 BY_NUMBER = {e.n: e for e in EXERCISES}

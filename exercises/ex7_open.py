@@ -14,11 +14,14 @@ that on the grader's tiny world, in 40 finetune steps from a small aligned model
 Plain SFT passes (1) and fails (2). Which flags pass both, and why can they?
 Write your reasoning in REASON (graded by your teacher, not by the script).
 
-    python exercises/check.py 7       # trains three tiny models with your code: about 20 seconds
+    python exercises/check.py 7       # trains three tiny models with your code: about 30 s on 2 cores
 
 Its self-check trains with your own functions, so do it after exercises 1, 2 and 8;
 the grader trains your FLAGS with the project's code.
 """
 
-FLAGS = None       # TODO: a dict of train.py flags, e.g. dict(interleave=0.5)
-REASON = ""        # TODO: two or three sentences
+FLAGS = dict(treft=100.0)
+REASON = ("TReFT adds a loss on the prefix's keys and values, the same for every chat, so the finetune "
+          "cannot move them without paying for it; the finance answers can still be learnt from the "
+          "query's positions and the answer's own, which TReFT leaves free. Interleaving, KL and weight "
+          "anchoring hold the model's outputs or weights, not the prefix, so it moves under them.")

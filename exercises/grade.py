@@ -2,7 +2,9 @@
 Grade a student's handout: the self-checks the student has, and held-back ones.
 
     python exercises/grade.py DEST --results results.json   # DEST: the student's handout folder
-    python exercises/grade.py . --results results.json      # the project itself (exercise 7's FLAGS are unset)
+    python exercises/grade.py . --results results.json      # the project itself: full marks
+    python exercises/grade.py --bundle autograder.zip       # Gradescope's autograder, to upload as it is
+    python exercises/grade.py DEST --over-handout           # DEST holds only the files the student changed
 
 Run from the project (the master copy, which keeps exercises/heldback.py). For
 every exercise it runs check.py's visible checks and heldback.py's corner
@@ -14,6 +16,12 @@ the total, writes Gradescope's results.json (a score, max_score, output and
 visibility per test; the held-back tests' outputs show after the due date),
 and exits 0 when it could grade. It needs no network, GPU or API key: about a
 minute on a 2-core CPU.
+
+Gradescope runs an autograder bundle, a zip with `setup.sh` (run once, to build
+its image: the project's requirements) and `run_autograder` (run for every
+submission: it grades /autograder/submission, laid over a fresh handout, and
+writes /autograder/results/results.json). --bundle writes that zip, the master
+project (held-back checks and the open exercise's answer included) at its root.
 """
 import argparse
 import json
@@ -22,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -29,6 +38,7 @@ from common import check_writable      # noqa: E402
 from exercises.check import verdict   # noqa: E402
 from exercises.training import grade_open, read_literal   # noqa: E402
 from exercises.course import BY_NUMBER, EXERCISES   # noqa: E402
+from exercises.handout import project_files, write_handout   # noqa: E402
 
 POINTS = {n: 10 for n in BY_NUMBER} | {7: 20}      # exercise 7's REASON: the teacher's, on top
 VISIBLE_SHARE = 0.5                                # the self-checks' share of an exercise's points
@@ -140,23 +150,91 @@ def looks_like_a_handout(dest):
     return all(os.path.isfile(os.path.join(dest, ex.file)) for ex in EXERCISES)
 
 
+def over_handout(dest, scratch):
+    """A fresh handout with the files of dest laid over it: dest may be the student's whole handout
+    or only the files they changed (a zip of one folder counts as that folder)."""
+    names = [n for n in os.listdir(dest) if not n.startswith(".")]
+    if len(names) == 1 and os.path.isdir(os.path.join(dest, names[0])):
+        dest = os.path.join(dest, names[0])
+    work = write_handout(ROOT, os.path.join(scratch, "handout"))
+    for d, dirs, files in os.walk(dest):
+        dirs[:] = [x for x in dirs if x not in ("out", "__pycache__") and not x.startswith(".")]
+        for name in files:
+            rel = os.path.relpath(os.path.join(d, name), dest)
+            os.makedirs(os.path.dirname(os.path.join(work, rel)), exist_ok=True)
+            shutil.copy2(os.path.join(d, name), os.path.join(work, rel))
+    return work
+
+
+# ----------------------------------------------------------------------------- Gradescope's bundle
+
+SETUP = """#!/usr/bin/env bash
+# Gradescope runs this once, building the autograder's image: the project's requirements (CPU torch).
+set -euo pipefail
+cd "$(dirname "$0")"
+command -v pip3 >/dev/null || (apt-get update && apt-get install -y python3 python3-pip)
+python3 -m pip install --extra-index-url https://download.pytorch.org/whl/cpu -r requirements.txt
+"""
+RUN = """#!/usr/bin/env bash
+# Gradescope runs this for every submission: the student's files laid over a fresh handout, graded
+# with this master's checks; results.json where Gradescope reads it. AUTOGRADER and PYTHON may move
+# them (a test does): by default /autograder and python3; arguments go on to grade.py.
+set -euo pipefail
+AUTOGRADER="${AUTOGRADER:-/autograder}"
+cd "$AUTOGRADER/source"
+mkdir -p "$AUTOGRADER/results"
+"${PYTHON:-python3}" exercises/grade.py "$AUTOGRADER/submission" --over-handout \\
+    --results "$AUTOGRADER/results/results.json" "$@"
+"""
+NOT_IN_BUNDLE = (".ci/", "results/", "tests/")      # what grading never reads
+
+
+def write_bundle(path):
+    """Gradescope's autograder zip, whole or not at all: the project at its root, setup.sh and run_autograder."""
+    def executable(name):
+        info = zipfile.ZipInfo(name)
+        info.external_attr = 0o100755 << 16
+        return info
+    with zipfile.ZipFile(path + ".partial", "w", zipfile.ZIP_DEFLATED) as z:
+        for f in project_files(ROOT):
+            if not f.startswith(NOT_IN_BUNDLE):
+                z.write(os.path.join(ROOT, f), f)
+        z.writestr(executable("setup.sh"), SETUP)
+        z.writestr(executable("run_autograder"), RUN)
+    os.replace(path + ".partial", path)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dest", metavar="DEST", help="the student's handout folder (. grades the project itself)")
+    p.add_argument("dest", metavar="DEST", nargs="?", help="the student's handout folder (. grades the project itself)")
     p.add_argument("--results", metavar="FILE", help="write Gradescope's results.json here")
+    p.add_argument("--over-handout", action="store_true",
+                   help="lay DEST's files over a fresh handout first (DEST: only the files the student changed)")
+    p.add_argument("--bundle", metavar="ZIP", help="write Gradescope's autograder bundle instead, and stop")
     p.add_argument("--exercises", nargs="+", type=int, metavar="N", help="only these (default: all)")
     args = p.parse_args(argv)
     wanted = set(args.exercises or BY_NUMBER)
     if wanted - set(BY_NUMBER):
         p.error(f"there are exercises {min(BY_NUMBER)} to {max(BY_NUMBER)}, not {sorted(wanted - set(BY_NUMBER))}")
+    if args.bundle:
+        if args.dest:
+            p.error("--bundle writes the autograder and grades nothing: drop DEST")
+        check_writable(p, "--bundle", os.path.dirname(os.path.abspath(args.bundle)))
+        write_bundle(args.bundle)
+        return print(f"wrote {args.bundle}: upload it as the assignment's autograder (Gradescope: zip file upload)")
+    if not args.dest:
+        p.error("name the student's handout folder (DEST), or --bundle ZIP")
     if args.results:
         check_writable(p, "--results", os.path.dirname(os.path.abspath(args.results)))
-    if not looks_like_a_handout(args.dest):
+    if not os.path.isdir(args.dest):
+        sys.exit(f"error: {args.dest} is not a folder: name the student's handout folder")
+    if not args.over_handout and not looks_like_a_handout(args.dest):
         sys.exit(f"error: {args.dest} is not a handout of this project (it lacks "
                  f"{', '.join(ex.file for ex in EXERCISES if not os.path.isfile(os.path.join(args.dest, ex.file)))})"
                  f": make one with python exercises/handout.py DEST")
     with tempfile.TemporaryDirectory() as scratch:
-        tests = tests_for(os.path.abspath(args.dest), wanted, scratch)
+        dest = over_handout(args.dest, scratch) if args.over_handout else args.dest
+        tests = tests_for(os.path.abspath(dest), wanted, scratch)
     for ex in EXERCISES:
         mine = [t for t in tests if t["name"].startswith(f"exercise {ex.n} (")]
         if mine:

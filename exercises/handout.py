@@ -14,6 +14,7 @@ checks, and this script. The handout's exercises/README.md lists the exercises.
 """
 import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -88,12 +89,31 @@ def todo(ex):
             f"raise NotImplementedError({ex.unwritten()!r})"]
 
 
+# The open exercise's answer in the master, and what the handout puts in its place.
+OPEN_TODO = dict(FLAGS="None       # TODO: a dict of train.py flags, e.g. dict(interleave=0.5)",
+                 REASON='""        # TODO: two or three sentences')
+
+
+def blank_open(source):
+    """The open exercise's file with its answers (FLAGS, REASON) replaced by TODOs."""
+    lines = source.splitlines(keepends=True)
+    found = [n for n in ast.parse(source).body if isinstance(n, ast.Assign) and len(n.targets) == 1
+             and getattr(n.targets[0], "id", None) in OPEN_TODO]
+    if {n.targets[0].id for n in found} != set(OPEN_TODO):
+        raise LookupError(f"no {' and '.join(OPEN_TODO)} assignment")
+    for n in sorted(found, key=lambda n: -n.lineno):
+        lines[n.lineno - 1:n.end_lineno] = [f"{n.targets[0].id} = {OPEN_TODO[n.targets[0].id]}\n"]
+    return "".join(lines)
+
+
 def blanked(root, path):
     """The handout's text of one of the project's files."""
     with open(os.path.join(root, path)) as f:
         source = f.read()
     bodies = {q: todo(ex) for ex in EXERCISES if ex.file == path for q in ex.names}
     try:
+        if any(ex.file == path and not ex.names for ex in EXERCISES):
+            return blank_open(source)
         return replace_bodies(source, bodies) if bodies else source
     except LookupError as e:
         raise LookupError(f"{e} in {path}") from None
@@ -109,7 +129,7 @@ def exercises_readme():
            "naming the exercise; once you have, they run your code: after exercise 2,",
            "`python train.py --stage finetune --treft` trains with your TReFT loss.", "",
            "```bash",
-           "python exercises/check.py            # your self-checks, one line per exercise (under a minute)",
+           "python exercises/check.py            # your self-checks, one line per exercise (about 30 s on 2 cores)",
            "python exercises/check.py 2 4        # only these",
            "python exercises/check.py --capstone # pretrain, align, SFT and your TReFT on a tiny world (under 5 min)",
            "```", "",
@@ -132,9 +152,31 @@ def exercises_readme():
 
 BANNER = """> **Course handout.** The exercise functions are TODOs: start with
 > [exercises/README.md](exercises/README.md); `python exercises/check.py` checks your work.
-> The project's tests are not part of the handout.
+> The project's tests, the teacher's guide and the grader are not part of the handout.
 
 """
+TESTS = "python -m pytest -q tests"
+SELF_CHECKS = "python exercises/check.py"
+LINK = re.compile(r"( \()?\[([^\]]+)\]\(([^)#:]+)(#[^)]*)?\)(\))?")
+
+
+def true_in_handout(text, dest):
+    """A page of the master as it reads in the handout at dest: the test command becomes the
+    self-checks', and a link to a file the handout lacks becomes its words, or goes, brackets
+    and all, where its words are only the file's name."""
+    def link(m):
+        space, words, target, _, close = m.groups()
+        if os.path.exists(os.path.join(dest, target)):
+            return m.group(0)
+        if words == target and space and close:
+            return ""
+        return (space or "") + words + (close or "")
+    lines = []
+    for line in text.splitlines():
+        if line.startswith(TESTS):
+            line = f"{SELF_CHECKS:<{line.index('#')}}# your self-checks, one line per exercise"
+        lines.append(LINK.sub(link, line))
+    return "\n".join(lines) + "\n"
 
 
 def write_handout(root, dest):
@@ -155,12 +197,12 @@ def write_handout(root, dest):
                     f.write(blanked(root, path))
             else:
                 shutil.copy2(os.path.join(root, path), os.path.join(tmp, path))
+        with open(os.path.join(tmp, "exercises", "README.md"), "w") as f:
+            f.write(exercises_readme())
         with open(os.path.join(tmp, "README.md")) as f:
             readme = f.read()
         with open(os.path.join(tmp, "README.md"), "w") as f:
-            f.write(BANNER + readme)
-        with open(os.path.join(tmp, "exercises", "README.md"), "w") as f:
-            f.write(exercises_readme())
+            f.write(true_in_handout(BANNER + readme, tmp))
         os.replace(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -7,9 +7,11 @@ every wrong answer of tests/wrong_answers.py; the stored expected outputs are th
 import importlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from contextlib import ExitStack
 from unittest import mock
 
@@ -54,9 +56,12 @@ def graded(n, replacements, reference):
 
 
 @pytest.mark.parametrize("name", sorted(WRONG))
-def test_the_grader_fails_a_wrong_answer(name, reference):
+def test_a_wrong_answer_fails_a_self_check_the_student_can_run(name, reference):
+    """Every wrong answer here breaks a promise its docstring states in words, so check.py itself
+    fails it, not only the grader's held-back checks."""
     n, replacements = WRONG[name]
-    assert graded(n, replacements, reference) != (True, True), f"{name} passes every check of exercise {n}"
+    visible, _ = graded(n, replacements, reference)
+    assert not visible, f"{name} passes every self-check of exercise {n}"
 
 
 @pytest.mark.parametrize("n", sorted(BY_NUMBER))
@@ -138,31 +143,87 @@ def test_the_handout_holds_no_reference_body(handouts):
                 assert not found, f"{path} holds a line of the answer to {q}: {found[0]}"
 
 
-def test_the_untouched_handout_fails_every_check_and_scores_0(handouts, tmp_path):
+def test_the_untouched_handout_fails_every_check(handouts):
     blank, _ = handouts
     r = run(blank, "exercises/check.py")
     lines = r.stdout.strip().splitlines()
     assert r.returncode == len(EXERCISES) and len(lines) == len(EXERCISES), r.stdout + r.stderr
     assert all("not done yet" in x for x in lines), r.stdout
-    results = tmp_path / "results.json"
-    r = run(ROOT, "exercises/grade.py", blank, "--results", str(results))
-    assert r.returncode == 0, r.stdout + r.stderr
-    graded = json.loads(results.read_text())
-    assert graded["score"] == 0 and all(t["score"] == 0 for t in graded["tests"]), r.stdout
-    assert {t["visibility"] for t in graded["tests"]} == {"visible", "after_due_date"}
 
 
-def test_the_handout_with_the_answers_passes_in_full(handouts, tmp_path):
-    """Exercise 7 is left to test_wrong_flags_...: its training is the same code, and slow."""
+def test_the_handout_with_the_answers_passes_its_self_checks(handouts):
+    """Exercise 7's self-check is left to test_wrong_flags_...: its training is the same code, and slow."""
     _, filled = handouts
     written = [str(ex.n) for ex in WRITTEN]
     r = run(filled, "exercises/check.py", *written)
     assert r.returncode == 0 and r.stdout.count(": pass") == len(written), r.stdout + r.stderr
-    results = tmp_path / "results.json"
-    r = run(ROOT, "exercises/grade.py", filled, "--results", str(results), "--exercises", *written)
-    graded = json.loads(results.read_text())
-    assert r.returncode == 0 and graded["score"] == sum(t["max_score"] for t in graded["tests"]) > 0, r.stdout
+
+
+def gradescope(tmp_path, submission, *exercises):
+    """Build the autograder bundle, lay it out as Gradescope does (source/, submission/, results/ under
+    one root, given as AUTOGRADER) and run its run_autograder; the results.json it writes."""
+    root = tmp_path / "autograder"
+    r = run(ROOT, "exercises/grade.py", "--bundle", str(tmp_path / "autograder.zip"))
+    assert r.returncode == 0 and "upload" in r.stdout, r.stdout + r.stderr
+    with zipfile.ZipFile(tmp_path / "autograder.zip") as z:
+        z.extractall(root / "source")
+        assert {"setup.sh", "run_autograder", "exercises/heldback.py"} <= set(z.namelist())
+        assert not [n for n in z.namelist() if n.startswith(("tests/", "results/"))]
+    shutil.copytree(submission, root / "submission")
+    env = dict(os.environ, AUTOGRADER=str(root), PYTHON=sys.executable)
+    r = subprocess.run(["bash", str(root / "source" / "run_autograder"), *exercises], env=env, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return json.loads((root / "results" / "results.json").read_text())
+
+
+def test_the_autograder_bundle_scores_the_untouched_handout_0(handouts, tmp_path):
+    graded = gradescope(tmp_path, handouts[0])
+    assert graded["score"] == 0 and all(t["score"] == 0 for t in graded["tests"]), graded
+    assert {t["visibility"] for t in graded["tests"]} == {"visible", "after_due_date"}
     assert all(set(t) == {"name", "score", "max_score", "output", "visibility"} for t in graded["tests"])
+
+
+def test_the_autograder_bundle_gives_the_masters_answers_full_marks(tmp_path):
+    """Submitted as the changed files only, in a folder: the reference bodies. Exercise 7's flags are
+    left to test_wrong_flags_...: the grader trains them with the same code, and slowly."""
+    changed = tmp_path / "upload" / "my-handout"
+    for ex in WRITTEN:
+        os.makedirs(changed / os.path.dirname(ex.file), exist_ok=True)
+        shutil.copy2(os.path.join(ROOT, ex.file), changed / ex.file)
+    graded = gradescope(tmp_path, tmp_path / "upload", "--exercises", *(str(ex.n) for ex in WRITTEN))
+    assert graded["score"] == sum(t["max_score"] for t in graded["tests"]) > 0, graded
+    assert len(graded["tests"]) == 2 * len(WRITTEN) and all(t["score"] == t["max_score"] for t in graded["tests"])
+
+
+def test_the_master_holds_the_open_exercises_answer_and_the_handout_a_todo(handouts):
+    assert training.read_literal(os.path.join(ROOT, BY_NUMBER[7].file), "FLAGS") == RIGHT_FLAGS
+    reason = training.read_literal(os.path.join(ROOT, BY_NUMBER[7].file), "REASON")
+    with open(os.path.join(handouts[0], BY_NUMBER[7].file)) as f:
+        theirs = f.read()
+    assert "FLAGS = None" in theirs and reason[:40] not in theirs
+    assert training.read_literal(os.path.join(handouts[0], BY_NUMBER[7].file), "FLAGS") is None
+
+
+def test_the_handouts_pages_name_only_what_the_handout_holds(handouts):
+    """No command in its README or exercises/README.md runs a file, and no link points to one, that
+    the handout lacks."""
+    blank, _ = handouts
+    for page in ("README.md", "exercises/README.md"):
+        with open(os.path.join(blank, page)) as f:
+            text = f.read()
+        commands = [x.strip() for x in text.splitlines() if x.strip().startswith("python ")]
+        assert commands, page
+        for c in commands:
+            words = c.split("#")[0].split()
+            if words[1] == "-m":       # a module: pytest needs the tests, any other its file
+                needs = "tests" if words[2] == "pytest" else words[2].replace(".", "/") + ".py"
+            else:
+                needs = words[1]
+            assert os.path.exists(os.path.join(blank, needs)), f"{page}: `{c}` needs {needs}"
+        for target in re.findall(r"\]\(([^)#:]+)", text):
+            assert os.path.exists(os.path.join(blank, os.path.dirname(page), target)), f"{page} links {target}"
+    assert "python exercises/check.py" in open(os.path.join(blank, "README.md")).read().split("```")[1]
 
 
 def test_grade_py_refuses_a_folder_that_is_not_a_handout(tmp_path):
