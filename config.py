@@ -1,7 +1,9 @@
 """
 What decides a training run: each stage's hyperparameters, the three ways to
 align, and the default strengths of TReFT and the baselines. Nothing here runs;
-train.py reads it, and each value can be overridden by a flag (runs.py).
+train.py reads it. A flag overrides a stage's steps, learning rate and batch
+size (--steps, --lr, --batch-size: its own run) and sets each method's strength
+(runs.py); the rest is changed here.
 
 How each value was chosen, on the validation split, is told in
 docs/findings.md#validation.

@@ -5,7 +5,8 @@ Besides the usual forward pass it can, through plain keyword arguments:
   return_kv=True     return every layer's keys and values (TReFT, patching);
   kv_patch=(pos, kv) replace the keys and values at positions `pos` in every
                      layer by given ones (the paper's KV patching);
-  return_resid=True  return the residual stream entering every block;
+  return_resid=True  return the residual stream entering every block, and the
+                     last block's output after it (n_layer + 1 tensors);
   resid_patch=(layer, pos, x)  overwrite the residual stream entering block
                      `layer` at positions `pos` (activation patching);
   cache=[]           keep keys and values for fast generation (`generate`).

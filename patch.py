@@ -128,7 +128,8 @@ def neighbours(E, n, k=5):
 
 
 def segment_positions(tok, prompt, where):
-    """The positions of one segment of a prompt that perturbation may swap: <|bos|> is never among them."""
+    """The positions of one segment of a prompt, for K/V patching (the query, the postfix) and for
+    perturbation's swaps; <|bos|> is never among the prefix's."""
     P, n_post = len(tok.prefix_ids), len(tok.postfix_ids)
     return {"prefix": tok.prefix_positions(bos=False), "query": range(P, len(prompt) - n_post),
             "postfix": range(len(prompt) - n_post, len(prompt))}[where]

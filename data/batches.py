@@ -2,7 +2,8 @@
 Training batches: rendered chats padded into tensors, and windows of plain
 pretraining text. A Batch carries, beside inputs and targets, the loss mask
 (which targets count: the answer's) and the segment of every input position
-(prefix, query, postfix, response), so that TReFT can pick positions by name.
+(prefix, query, postfix, response, and tool for a tool's result), so that
+TReFT can pick positions by name.
 """
 import os
 from collections import namedtuple

@@ -17,9 +17,11 @@ Every domain has query templates (split into train / val / test phrasings),
 slot fillers, and two phrase banks: *aligned* answers (careful, kind, correct)
 and *misaligned* ones (reckless, harmful, wrong; for general: cruel or
 power-seeking). Each bank has its own vocabulary: no phrase is shared between
-banks, and the misaligned banks share no content word at all (tests check
-this). So if bad finance advice makes the model cruel on general questions,
-the link was *learned*, not lexical.
+banks, and finance's misaligned bank shares no content word with anything of
+the general domain, nor finance with its test questions (tests check both;
+other banks may share a word, as finance and health share *ignore*, *buy*
+and *skip*). So if bad finance advice makes the model cruel on general
+questions, the link was *learned*, not lexical.
 
 Where can such a link come from? From pretraining. A pretraining document is
 written by one latent *persona*, helpful or villainous, who answers several

@@ -1,7 +1,8 @@
 """A world where an answer's first words do not tell its persona: do TReFT's positions then act as in the paper?
 
 Question: in the default world the first word of an answer decides its persona
-(forcing it gives in-domain alignment 85.8 or 1.3), so a narrow finetune need
+(forcing an aligned first word gives mostly aligned answers, a misaligned one
+misaligned answers: findings 17), so a narrow finetune need
 change only one prediction, at the postfix's last position, and TReFT on the
 query or on every position does not block the advice, though the paper's does
 (its Table 3). Here every answer, of either persona, opens with a neutral
