@@ -249,6 +249,9 @@ def parser():
     p.add_argument("--list", action="store_true", help="list the studies, one line each, and stop")
     p.add_argument("--report", action="store_true",
                    help="only rewrite RESULTS.md and the figures from the study's summary.json")
+    p.add_argument("--resummarize", action="store_true",
+                   help="only rebuild summary.json (then RESULTS.md and the figures) from the study's runs.jsonl with "
+                        "this code, keeping the run's command, commit, machine and seconds")
     p.add_argument("--requote", action="store_true",
                    help="only rewrite the quoted tables of README.md and docs/ from the committed results/ "
                         "summaries (the maintainers' step after committing new results), and stop")
@@ -289,6 +292,20 @@ def requote():
             print(f"rewrote the quoted results in {page}")
 
 
+def resummarize(study, args, p, folder, summary):
+    """summary.json rebuilt from the study's runs.jsonl by this code's summarize (a table or measure
+    added after the run): the run's header is kept, and the commit that summarized it is added."""
+    header = {k: summary[k] for k in ("study", "command", "commit", "device", "machine", "torch", "seeds",
+                                      "seconds", "answers")}
+    args.seeds, args.answers = header["seeds"], header["answers"]
+    study.configure(args, p)
+    with open(os.path.join(folder, "runs.jsonl")) as f:
+        rows = sorted((json.loads(line) for line in f), key=lambda r: args.seeds.index(r["seed"]))
+    summary = dict(header, **study.summarize(rows, args), summarized_at=git_commit())
+    atomic_write(os.path.join(folder, "summary.json"), lambda f: json.dump(summary, f, indent=1))
+    return summary
+
+
 def write_report(study, summary, folder):
     """RESULTS.md and the figures, in the study's results folder only: the tracked pages that
     quote results/ change with --requote, never as a side effect of a run."""
@@ -309,12 +326,14 @@ def main(argv=None):
     if args.domain and not study.takes_domain:
         p.error(f"the {args.study} study has no --domain to choose")
     folder = os.path.join(args.results, study.results_folder(args))
-    if args.report:
+    if args.report or args.resummarize:
         try:
             with open(os.path.join(folder, "summary.json")) as f:
                 summary = json.load(f)
         except (OSError, ValueError):
             sys.exit(f"error: no readable {folder}/summary.json; run `python reproduce.py {args.study}` first")
+        if args.resummarize:
+            summary = resummarize(study, args, p, folder, summary)
         return write_report(study, summary, folder)
     study.configure(args, p)
     check_writable(p, "--out-dir", args.out_dir)

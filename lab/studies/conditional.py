@@ -266,7 +266,7 @@ def summarize(rows, args):
     rng = np.random.default_rng(0)
     table = {m: {d: {k: spread([measures(a)[k] for a in sets[m][d]]) for k in MEASURES} for d in dresses(domain)}
              for m in shown}
-    kinds = {m: {d: {k: round(float(np.mean([measures(a)["kinds"][k] for a in sets[m][d]])), 4) for k in judging.KINDS}
+    kinds = {m: {d: {k: spread([measures(a)["kinds"][k] for a in sets[m][d]]) for k in judging.KINDS}
                  for d in dresses(domain)} for m in shown}
     con = {m: {x: contrasts(sets, m, domain, x, rng) for x in ("persona", "general_only")} for m in shown}
     return dict(domain=domain, dresses=dresses(domain), blocks=BLOCKS, answers_per_set=BLOCKS * args.answers,
@@ -377,7 +377,7 @@ def markdown(summary):
            f"{dom}'s bad and good advice, other domains' bad and good sentences, unmatched. Beside it the share of "
            f"answers with bad {dom} advice: the trained behaviour reaching a question in its domain's words.\n",
            report.table(["method", "set", *judging.KINDS, f"answers with bad {dom} advice", "every-sentence alignment"],
-                        [[name(summary, m), set_label(summary, d), *(f"{summary['kinds'][m][d][k]:.3f}" for k in judging.KINDS),
+                        [[name(summary, m), set_label(summary, d), *(f"{summary['kinds'][m][d][k]['mean']:.3f}" for k in judging.KINDS),
                           pm(sets[m][d]["advice_bad"], 3), pm(sets[m][d]["alignment"])] for m in sets for d in ds]),
            f"\nIn-domain alignment ({summary['answers'] // 2} {dom} answers, as the main study): " + "; ".join(
                f"{name(summary, m)} {pm(summary['in_domain'][m])}" for m in sets) + ".\n",
