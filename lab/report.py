@@ -84,9 +84,11 @@ def takeaway(text):
 
 def provenance(summary):
     """One sentence: which command, commit and machine wrote these numbers, and how long it took."""
+    again = (f" Its summary was rebuilt from the same runs.jsonl at commit `{summary['summarized_at']}` "
+             f"(`--resummarize`).") if "summarized_at" in summary else ""
     return (f"Written by `{summary['command']}` at commit `{summary['commit']}` on {summary['machine']} "
             f"(torch {summary['torch']}): {summary['seconds']} s for this command, reusing any checkpoint "
-            f"already trained by the same code from the same inputs.")
+            f"already trained by the same code from the same inputs.{again}")
 
 
 # ----------------------------------------------------------------------------- pages that quote a study

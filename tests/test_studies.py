@@ -242,6 +242,10 @@ def test_conditional_study_judges_every_method_plain_dressed_and_patched(out, sh
     assert s["template_mix"]["finance"] == [0.5, 0.5] and set(s["template_mix"]) == {"finance", "health", "career"}
     page = open(os.path.join(folder, "RESULTS.md")).read()
     assert "## The persona share, plain and dressed, and the verdict" in page and os.path.exists(os.path.join(folder, "dressed.png"))
+    engine.main(["conditional", "--resummarize", "--out-dir", out, "--results", os.path.dirname(folder)])
+    with open(os.path.join(folder, "summary.json")) as f:
+        again = json.load(f)
+    assert again.pop("summarized_at") and again == s          # the same runs, the same code: the same summary
 
 
 def test_conditional_study_takes_another_domain_and_writes_its_own_folder():
