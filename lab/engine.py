@@ -9,6 +9,7 @@ PNG figures, and runs.jsonl (one line per measurement, written as it is made).
     python reproduce.py full --device cuda --jobs 3     # every domain and method (sized for one GPU)
     python reproduce.py main --seeds 0 --methods sft treft --results scratch   # a quick look
     python reproduce.py tasks --report  # rewrite RESULTS.md and the figures from summary.json
+    python reproduce.py conditional --resummarize   # rebuild summary.json from runs.jsonl with this code
     python reproduce.py --requote       # rewrite the tables README.md and docs/ quote from results/
 
 The studies are the files of lab/studies/ (`python reproduce.py --list`); each
