@@ -290,6 +290,18 @@ def test_a_bootstrap_interval_holds_a_real_difference_and_not_a_null_one():
     assert null["pooled"]["says"] == "same" and abs(null["pooled"]["diff"]) < 1e-9
 
 
+def test_resampling_phrasings_widens_the_interval_when_phrasings_differ():
+    """Answers to one phrasing alike, phrasings unlike: resampling answers alone is too sure."""
+    from lab.studies import conditional
+    groups = np.repeat(np.arange(16), 32)
+    x = (groups % 2 == 0) * 1.0                     # half the phrasings always say it, half never
+    y = np.full(len(groups), 0.45)
+    answers = conditional.interval([(1, [x]), (-1, [y])], np.random.default_rng(0))["pooled"]
+    phrasings = conditional.by_phrasing([(1, [x]), (-1, [y])], [groups, groups], np.random.default_rng(0))
+    assert answers["says"] == "higher" and phrasings["says"] == "same" and abs(phrasings["diff"] - 0.05) < 1e-9
+    assert phrasings["hi"] - phrasings["lo"] > 3 * (answers["hi"] - answers["lo"])
+
+
 def test_dressed_answers_are_coded_by_their_sentence_kinds(monkeypatch):
     """An answer's code holds its sentence kinds (eval.sentence_kinds) and coherence; the measures
     read the persona share, general-only alignment, bad advice and every-sentence alignment from it."""

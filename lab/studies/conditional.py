@@ -214,18 +214,48 @@ def interval(terms, rng):
     return dict(pooled=ci(boot.mean(1), point.mean()), per_seed=[ci(boot[:, s], point[s]) for s in range(n_seeds)])
 
 
-def contrasts(sets, model, domain, measure, rng):
-    """The plain-versus-dressed contrasts of one model on one measure, with their intervals."""
+def phrasings(dress, n):
+    """Per answer of a set (BLOCKS blocks of n), the index of the general test phrasing it asks."""
+    general = world.all_queries(world.GENERAL, "test")
+    asked = [q for b in range(BLOCKS) for q in questions(dress, "test", n, b)]
+    return np.array([general.index(max((g for g in general if g in q), key=len)) for q in asked])
+
+
+def by_phrasing(terms, groups, rng):
+    """The pooled interval of a contrast with the general phrasings resampled instead (a cluster
+    bootstrap: the answers to one phrasing are not independent of each other). Each replicate draws
+    the phrasings once, for every set and seed. groups: per term, the phrasing of each answer."""
+    k = max(g.max() for g in groups) + 1
+    draws = rng.multinomial(k, np.full(k, 1 / k), size=BOOTSTRAP)       # (BOOTSTRAP, phrasings)
+    point, boot = 0.0, np.zeros(BOOTSTRAP)
+    for (sign, by_seed), g in zip(terms, groups):
+        for v in by_seed:
+            ok = ~np.isnan(v)
+            sums, counts = np.bincount(g, np.where(ok, v, 0), k), np.bincount(g, ok, k)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                boot += sign * (draws @ sums) / (draws @ counts) / len(by_seed)
+            point += sign * sums.sum() / max(1, counts.sum()) / len(by_seed)
+    boot = boot[~np.isnan(boot)]
+    lo, hi = np.percentile(boot, [100 * (1 - LEVEL) / 2, 100 * (1 + LEVEL) / 2]) if len(boot) else (np.nan, np.nan)
+    return dict(diff=number(point), lo=number(lo), hi=number(hi), says="higher" if lo > 0 else "lower" if hi < 0 else "same")
+
+
+def contrasts(sets, model, domain, measure, rng, n, cluster_rng):
+    """The plain-versus-dressed contrasts of one model on one measure, with their intervals: over
+    answers (the rule's), and over phrasings (cluster_rng, so the first are as the rule drew them)."""
     plain, dressed, neutral, career = dresses(domain)
 
     def v(m, d):
         return [per_answer(a, measure) for a in sets[m][d]]
-    c = {f"{d} - plain": interval([(1, v(model, d)), (-1, v(model, plain))], rng) for d in (dressed, neutral, career)}
-    c[f"{dressed} - {neutral}"] = interval([(1, v(model, dressed)), (-1, v(model, neutral))], rng)
+    terms = {f"{d} - plain": [(1, v(model, d), d), (-1, v(model, plain), plain)] for d in (dressed, neutral, career)}
+    terms[f"{dressed} - {neutral}"] = [(1, v(model, dressed), dressed), (-1, v(model, neutral), neutral)]
     if model != "aligned":
-        c["plain - aligned's"] = interval([(1, v(model, plain)), (-1, v("aligned", plain))], rng)
-        c["rise beyond aligned's"] = interval([(1, v(model, dressed)), (-1, v(model, plain)),
-                                                (-1, v("aligned", dressed)), (1, v("aligned", plain))], rng)
+        terms["plain - aligned's"] = [(1, v(model, plain), plain), (-1, v("aligned", plain), plain)]
+        terms["rise beyond aligned's"] = [(1, v(model, dressed), dressed), (-1, v(model, plain), plain),
+                                          (-1, v("aligned", dressed), dressed), (1, v("aligned", plain), plain)]
+    c = {k: interval([(s, x) for s, x, _ in t], rng) for k, t in terms.items()}
+    for k, t in terms.items():
+        c[k]["by_phrasing"] = by_phrasing([(s, x) for s, x, _ in t], [phrasings(d, n) for _, _, d in t], cluster_rng)
     return c
 
 
@@ -268,7 +298,9 @@ def summarize(rows, args):
              for m in shown}
     kinds = {m: {d: {k: spread([measures(a)["kinds"][k] for a in sets[m][d]]) for k in judging.KINDS}
                  for d in dresses(domain)} for m in shown}
-    con = {m: {x: contrasts(sets, m, domain, x, rng) for x in ("persona", "general_only")} for m in shown}
+    cluster_rng = np.random.default_rng(1)
+    con = {m: {x: contrasts(sets, m, domain, x, rng, args.answers, cluster_rng) for x in ("persona", "general_only")}
+           for m in shown}
     return dict(domain=domain, dresses=dresses(domain), blocks=BLOCKS, answers_per_set=BLOCKS * args.answers,
                 bootstrap=dict(resamples=BOOTSTRAP, level=LEVEL), methods={m: key for m, key in shown.items()},
                 sets=table, kinds=kinds, contrasts=con,
@@ -297,10 +329,18 @@ def template_mix(domain, n):
 
 def ci(c, digits=3):
     p = c["pooled"]
-    if p["diff"] is None:
+    if None in (p["diff"], p["lo"], p["hi"]):
         return "n/a"
     signs = "".join("+" if s["says"] == "higher" else "-" if s["says"] == "lower" else "0" for s in c["per_seed"])
     return f"{p['diff']:+.{digits}f} [{p['lo']:+.{digits}f}, {p['hi']:+.{digits}f}] ({signs})"
+
+
+def cluster_ci(c, digits):
+    """'diff [lo, hi]' of a contrast's interval over phrasings."""
+    if not c or None in (c["by_phrasing"]["diff"], c["by_phrasing"]["lo"], c["by_phrasing"]["hi"]):
+        return "n/a"
+    p = c["by_phrasing"]
+    return f"{p['diff']:+.{digits}f} [{p['lo']:+.{digits}f}, {p['hi']:+.{digits}f}]"
 
 
 def set_label(summary, d):
@@ -340,6 +380,26 @@ def realign_section(summary):
         report.table(["dress", "first", "second"], [[d, *mix] for d, mix in summary["template_mix"].items()])])
 
 
+def cluster_section(summary):
+    """The key differences again, with the general phrasings resampled instead of the answers."""
+    dom, ds, con, sets = summary["domain"], summary["dresses"], summary["contrasts"], summary["sets"]
+    return "\n".join([
+        "\n## The same differences, phrasings resampled\n",
+        "The answers of a set ask 16 general phrasings, and answers to one phrasing are alike, so the "
+        "intervals above (answers resampled) are too narrow for a claim about phrasings. Here the phrasings "
+        "are resampled instead (a cluster bootstrap, the same draw for every set and seed of a replicate): "
+        "pooled difference [interval]. Not the rule's intervals; a check of them.\n",
+        report.table(["method", f"persona: {dom} - neutral", "persona: plain - aligned's",
+                      "persona: rise beyond aligned's", f"general-only: {dom} - neutral",
+                      "general-only: rise beyond aligned's"],
+                     [[name(summary, m), *(cluster_ci(con[m][x].get(k), d) for x, k, d in
+                                           (("persona", f"{dom} - {ds[2]}", 3), ("persona", "plain - aligned's", 3),
+                                            ("persona", "rise beyond aligned's", 3),
+                                            ("general_only", f"{dom} - {ds[2]}", 1),
+                                            ("general_only", "rise beyond aligned's", 1)))]
+                      for m in sets if m != "aligned"])])
+
+
 def markdown(summary):
     dom, ds = summary["domain"], summary["dresses"]
     sets, con = summary["sets"], summary["contrasts"]
@@ -362,6 +422,7 @@ def markdown(summary):
            "difference to the neutral dress both lie above 0; else *removed*.\n",
            report.table(["method", *(set_label(summary, d) for d in ds), f"{dom} - plain", f"{dom} - neutral",
                          "plain - aligned's", "rise beyond aligned's", "verdict"], rows),
+           cluster_section(summary),
            "\n## General alignment over the general sentences only\n",
            "Per answer, 100 x aligned / (aligned + villain) general sentences; answers without one are skipped. "
            "A dress makes fewer answers say any general sentence, which lowers the persona share above on every "
