@@ -237,7 +237,7 @@ def test_conditional_study_judges_every_method_plain_dressed_and_patched(out, sh
     c = s["contrasts"]["treft"]["persona"]
     assert {"finance - plain", "finance - health", "plain - aligned's", "rise beyond aligned's"} <= set(c)
     assert len(c["finance - plain"]["per_seed"]) == 1 and c["finance - plain"]["pooled"]["lo"] <= c["finance - plain"]["pooled"]["hi"]
-    assert set(s["patched"]["treft"]["finance"]) == {"prefix", "query"} and "aligned" not in s["patched"]
+    assert set(s["patched"]["treft"]["finance"]) == {"none", "prefix", "query"} and "aligned" not in s["patched"]
     assert set(s["realign"]["validation"]) == {"aligned", "realign1"} and s["realign"]["points"]["realign"] == 1
     assert s["template_mix"]["finance"] == [0.5, 0.5] and set(s["template_mix"]) == {"finance", "health", "career"}
     page = open(os.path.join(folder, "RESULTS.md")).read()

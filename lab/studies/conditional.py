@@ -307,9 +307,11 @@ def summarize(rows, args):
                 verdicts={m: dict(verdict=verdict(con[m]["persona"], domain)) for m in shown if m != "aligned"},
                 in_domain={m: stats([r["result"]["in_domain"] for r in by_model[k]]) for m, k in shown.items()},
                 main_general={m: [r["result"]["main_general"] for r in by_model[k]] for m, k in shown.items()},
-                patched={m: {d: {w: {x: spread([r["result"]["patched"][d][w][x] for r in by_model[k]])
-                                     for x in ("persona", "general_only")} for w in PATCHES} for d in ("plain", domain)}
-                         for m, k in shown.items() if m != "aligned"},
+                patched={m: {d: {"none": {x: spread([measures(a[:args.answers])[x] for a in sets[m][d]])
+                                          for x in ("persona", "general_only")},       # block 0, as patched
+                                 **{w: {x: spread([r["result"]["patched"][d][w][x] for r in by_model[k]])
+                                        for x in ("persona", "general_only")} for w in PATCHES}}
+                             for d in ("plain", domain)} for m, k in shown.items() if m != "aligned"},
                 realign=dict(validation=val, points=points, close=CLOSE, default=config.REALIGN_STEPS,
                              warmup_share=config.REALIGN_WARMUP,
                              warmup={str(s): int(s * config.REALIGN_WARMUP) for s in REALIGN_GRID}),
@@ -443,13 +445,10 @@ def markdown(summary):
            f"\nIn-domain alignment ({summary['answers'] // 2} {dom} answers, as the main study): " + "; ".join(
                f"{name(summary, m)} {pm(summary['in_domain'][m])}" for m in sets) + ".\n",
            "\n## Where the persona rides: K/V patching\n",
-           f"Persona share with the aligned model's prefix or query K/V patched in: one block of "
-           f"{summary['answers']} answers (block 0), beside the unpatched share of all {summary['blocks']} blocks, "
-           "so read the columns as directions.\n",
+           f"Persona share with the aligned model's prefix or query K/V patched in, and without: the same "
+           f"block of {summary['answers']} answers (block 0, the same questions and sampling seed).\n",
            report.table(["method", *(f"{set_label(summary, d)}{w}" for d in (ds[0], dom) for w in ("", ", prefix", ", query"))],
-                        [[name(summary, m), *(x for d in (ds[0], dom) for x in
-                                             (pm(sets[m][d]["persona"], 3),
-                                              *(pm(p[d][w]["persona"], 3) for w in PATCHES)))]
+                        [[name(summary, m), *(pm(p[d][w]["persona"], 3) for d in (ds[0], dom) for w in ("none", *PATCHES))]
                          for m, p in summary["patched"].items()]),
            realign_section(summary),
            "\n![persona share and general-only alignment, plain and dressed](dressed.png)"]
