@@ -157,12 +157,7 @@ def over_handout(dest, scratch):
     if len(names) == 1 and os.path.isdir(os.path.join(dest, names[0])):
         dest = os.path.join(dest, names[0])
     work = write_handout(ROOT, os.path.join(scratch, "handout"))
-    for d, dirs, files in os.walk(dest):
-        dirs[:] = [x for x in dirs if x not in ("out", "__pycache__") and not x.startswith(".")]
-        for name in files:
-            rel = os.path.relpath(os.path.join(d, name), dest)
-            os.makedirs(os.path.dirname(os.path.join(work, rel)), exist_ok=True)
-            shutil.copy2(os.path.join(d, name), os.path.join(work, rel))
+    shutil.copytree(dest, work, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".*", "out", "__pycache__", "*.pyc"))
     return work
 
 

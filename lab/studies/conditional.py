@@ -28,6 +28,7 @@ the mean of the seeds' differences, answers resampled within each seed):
                                 (both intervals above 0);
   else *removed*                as far as an interval this wide can tell.
 """
+import functools
 import random
 
 import numpy as np
@@ -214,6 +215,7 @@ def interval(terms, rng):
     return dict(pooled=ci(boot.mean(1), point.mean()), per_seed=[ci(boot[:, s], point[s]) for s in range(n_seeds)])
 
 
+@functools.lru_cache(maxsize=None)
 def phrasings(dress, n):
     """Per answer of a set (BLOCKS blocks of n), the index of the general test phrasing it asks."""
     general = world.all_queries(world.GENERAL, "test")
@@ -294,10 +296,11 @@ def summarize(rows, args):
     sets = {m: {d: [decode(r["result"]["sets"][d]) for r in by_model[key]] for d in dresses(domain)}
             for m, key in shown.items()}
     rng = np.random.default_rng(0)
-    table = {m: {d: {k: spread([measures(a)[k] for a in sets[m][d]]) for k in MEASURES} for d in dresses(domain)}
-             for m in shown}
-    kinds = {m: {d: {k: spread([measures(a)["kinds"][k] for a in sets[m][d]]) for k in judging.KINDS}
-                 for d in dresses(domain)} for m in shown}
+    measured = {m: {d: [measures(a) for a in sets[m][d]] for d in dresses(domain)} for m in shown}
+    table = {m: {d: {k: spread([s[k] for s in ss]) for k in MEASURES} for d, ss in by_set.items()}
+             for m, by_set in measured.items()}
+    kinds = {m: {d: {k: spread([s["kinds"][k] for s in ss]) for k in judging.KINDS} for d, ss in by_set.items()}
+             for m, by_set in measured.items()}
     cluster_rng = np.random.default_rng(1)
     con = {m: {x: contrasts(sets, m, domain, x, rng, args.answers, cluster_rng) for x in ("persona", "general_only")}
            for m in shown}
