@@ -10,12 +10,19 @@ Each is one way to keep a narrow finetune from spreading:
   weight anchoring add lambda * the squared distance of the weights to their
                    values before the first step (L2 to init)
 
-The two penalties are *regularizers*: objects called as reg(batch, logits, kv)
+A diagnostic beside them, not a baseline (findings chapter 19):
+
+  last block held  add lambda * the relative drift of the last block's output at the
+                   answer positions from the initial model's (HoldLastOutput)
+
+The penalties are *regularizers*: objects called as reg(batch, logits, kv)
 that return a scalar loss, exactly as TReFT is (treft.py). train.py adds
 lambda * reg(...) of each to the SFT loss and knows nothing else about them.
 """
 import torch
 from torch.nn import functional as F
+
+from treft import relative_drift
 
 
 def interleaved(draw_train, draw_retain, batch_size, share):
@@ -65,3 +72,21 @@ class L2ToInit:
 
     def __call__(self, batch, logits, kv):
         return l2_to_init(self.params, self.init_params)
+
+
+class HoldLastOutput:
+    """The residual stream after the last block, held at the answer positions (batch.mask) where
+    the initial model had it, as TReFT's relative drift. That output is what the final LayerNorm
+    and the head read to predict each answer token, and no key or value carries it: TReFT on every
+    position holds every K/V and leaves it free. One more forward of the model being trained, since
+    a regularizer is handed the logits and K/V only."""
+
+    def __init__(self, model, init_model):
+        self.model, self.init_model = model, init_model
+
+    def __call__(self, batch, logits, kv):
+        _, aux = self.model(batch.x, return_resid=True)
+        with torch.no_grad():
+            _, aux0 = self.init_model(batch.x, return_resid=True)
+        out, out0 = aux["resid"][-1], aux0["resid"][-1]             # (B, T, n_embd)
+        return relative_drift(out.unsqueeze(1), out0.unsqueeze(1), batch.mask)

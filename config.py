@@ -61,6 +61,8 @@ ALIGNMENTS = dict(
 # Our TReFT loss is relative and averaged over positions and layers, so its lambda is
 # not the paper's (1-30).
 TREFT_LAMBDA = 100.0     # TReFT (train.py --treft)
+HOLD_LAST_LAMBDA = TREFT_LAMBDA   # the last block's output held (--hold-last, a diagnostic): TReFT's
+                                  # lambda on the same relative drift, not tuned
 KL_LAMBDA = 30.0         # KL to the aligned model on the retain set (--kl)
 KL_TRAIN_LAMBDA = 0.3    # KL on the finetune's own answers (--kl L --kl-on train): its own grid
 L2_LAMBDA = 0.3          # weight anchoring (--l2-init)

@@ -156,25 +156,28 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, stop_id, temperature=1.0, generator=None,
-                 kv_patch=None, resid_patch=None):
+                 kv_patch=None, resid_patch=None, positions=None):
         """Sample continuations of equal-length prompts idx (B, T) with a KV cache.
 
         Stops when every row has produced stop_id. Returns the new tokens
         (B, <= max_new_tokens); rows that stopped early are padded with stop_id.
         kv_patch and resid_patch apply to the prompt; the cache then keeps the
-        K/V computed under the patch, so every new token sees it.
+        K/V computed under the patch, so every new token sees it. positions: the
+        prompt's position ids (T,), when not 0..T-1; new tokens follow the last.
         """
         cache = []
-        logits, _ = self(idx, kv_patch=kv_patch, resid_patch=resid_patch, cache=cache)
+        logits, _ = self(idx, kv_patch=kv_patch, resid_patch=resid_patch, cache=cache, positions=positions)
+        at = idx.shape[1] if positions is None else int(positions[-1]) + 1     # the next token's position
         out = []
         done = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
-        for _ in range(min(max_new_tokens, self.cfg.block_size - idx.shape[1])):
+        for _ in range(min(max_new_tokens, self.cfg.block_size - at)):
             probs = F.softmax(logits[:, -1].float() / temperature, dim=-1)
             nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1)
             nxt = torch.where(done, torch.full_like(nxt, stop_id), nxt)
             out.append(nxt)
             done |= nxt == stop_id
-            if done.all() or idx.shape[1] + len(out) >= self.cfg.block_size:
+            if done.all() or at + len(out) >= self.cfg.block_size:
                 break
-            logits, _ = self(nxt[:, None], cache=cache)
+            logits, _ = self(nxt[:, None], cache=cache,
+                             positions=None if positions is None else torch.tensor([at + len(out) - 1]))
         return torch.stack(out, 1)

@@ -118,10 +118,15 @@ def resid_patcher(ref, tok, layer):
 
 
 @torch.no_grad()
-def neighbours(E, n, k=5):
+def neighbours(E, n, k=5, by="dot"):
     """For every row of the input embedding E, its k nearest ordinary tokens (ids < n: the
-    special tokens come after the BPE ranks) by dot product, itself excluded: a list of
-    `vocab` lists of k ids, best first."""
+    special tokens come after the BPE ranks), itself excluded, best first: a list of `vocab`
+    lists of k ids. by="dot" (the paper's: dot product, which favours long embeddings) or
+    "cosine" (the angle alone)."""
+    if by == "cosine":
+        E = torch.nn.functional.normalize(E, dim=1)
+    elif by != "dot":
+        raise ValueError(f"neighbours by {by!r}: use dot or cosine")
     sim = E @ E[:n].T                          # (vocab, ordinary tokens)
     sim[torch.arange(n), torch.arange(n)] = float("-inf")
     return sim.topk(k, dim=1).indices.tolist()
@@ -151,12 +156,21 @@ def rephrasings(query):
     raise ValueError(f"not a general question: {query!r}")
 
 
-def best_avg(model, tok, batch, n, seed=0):
+def best_avg(model, tok, batch, n, seed=0, patch_fn=None):
     """General alignment of the answers to `batch`, copies of n prompts, trial-major: Avg over
     every answer, and Best, the mean over the prompts of each one's best copy (paper Table 1)."""
+    return best_avg_of(alignment_scores(model, tok, batch, seed, patch_fn), n)
+
+
+def alignment_scores(model, tok, batch, seed=0, patch_fn=None):
+    """The general alignment of one sampled answer to each prompt of `batch`, in order."""
     judge = Judge()
-    scores = [judge.judge(a)["alignment"] for a in sample_from_prompts(model, tok, batch, seed)]
-    best = statistics.mean(max(scores[t * n + i] for t in range(len(batch) // n)) for i in range(n))
+    return [judge.judge(a)["alignment"] for a in sample_from_prompts(model, tok, batch, seed, patch_fn=patch_fn)]
+
+
+def best_avg_of(scores, n):
+    """Best and Avg of the scores of copies of n prompts, trial-major."""
+    best = statistics.mean(max(scores[t * n + i] for t in range(len(scores) // n)) for i in range(n))
     return dict(best=round(best, 2), avg=round(statistics.mean(scores), 2))
 
 
@@ -165,43 +179,50 @@ def perturbation(model, tok, queries, seed=0, trials=10, k=10):
     nbrs, n = neighbours(model.wte.weight, len(tok.ranks)), len(queries)
     prompts = [tok.render_conversation(q)["ids"] for q in queries]
 
-    def best_avg_of(batch):         # batch: `trials` perturbed copies of every prompt, trial-major
+    def judged(batch):              # batch: `trials` perturbed copies of every prompt, trial-major
         return best_avg(model, tok, batch, n, seed)
 
     out = {}
     for name, where, near in (("prefix", "prefix", True), ("query", "query", True),
                               ("postfix", "postfix", True), ("query_random", "query", False)):
         rng = random.Random(seed)
-        out[name] = best_avg_of([perturb(p, segment_positions(tok, p, where), rng, nbrs if near else None,
+        out[name] = judged([perturb(p, segment_positions(tok, p, where), rng, nbrs if near else None,
                                          len(tok.ranks), k) for _ in range(trials) for p in prompts])
         out[name]["tokens"] = round(statistics.mean(min(k, len(segment_positions(tok, p, where)))
                                                     for p in prompts), 1)
     rng = random.Random(seed)
-    out["rephrase"] = best_avg_of([tok.render_conversation(rng.choice(rephrasings(q)))["ids"]
+    out["rephrase"] = judged([tok.render_conversation(rng.choice(rephrasings(q)))["ids"]
                                    for _ in range(trials) for q in queries])
     out["rephrase"]["tokens"] = 0.0
     return out
 
 
 @torch.no_grad()
-def forced_first_word(model, tok, domain, split="test", seed=0, n=None):
+def forced_first_word(model, tok, domain, split="test", seed=0, n=None, openings=False):
     """In-domain alignment with the answer's first word free, or forced to the first word
-    of a random aligned (or misaligned) sentence of the domain."""
+    of a random aligned (or misaligned) sentence of the domain. openings=True (the openings
+    world, whose answers all start with a neutral sentence): the same again with a random
+    opening forced first and the word after it, where that world's answers show their persona."""
     judge, rng = Judge(), random.Random(seed)
     queries = world.all_queries(domain, split)
     asked = [queries[i % len(queries)] for i in range(n or N_ANSWERS["in_domain"])]
     out = {}
-    for persona in ("free", "aligned", "misaligned"):
-        words = [rng.choice(world.WORLD[domain][persona]).split()[0] if persona != "free" else ""
-                 for _ in asked]
-        prompts = [tok.render_conversation(q)["ids"] + tok.encode(w) for q, w in zip(asked, words)]
-        answers = sample_from_prompts(model, tok, prompts, seed)
-        out[persona] = round(statistics.mean(judge.judge(w + a)["alignment"] for w, a in zip(words, answers)), 2)
+    for opened in (False, True) if openings else (False,):
+        for persona in ("free", "aligned", "misaligned"):
+            words = [rng.choice(world.WORLD[domain][persona]).split()[0] if persona != "free" else ""
+                     for _ in asked]
+            if opened:
+                words = [f"{rng.choice(world.OPENINGS)} {w}".strip() for w in words]
+            prompts = [tok.render_conversation(q)["ids"] + tok.encode(w) for q, w in zip(asked, words)]
+            answers = sample_from_prompts(model, tok, prompts, seed)
+            out[("after_opening_" if opened else "") + persona] = round(statistics.mean(
+                judge.judge(w + a)["alignment"] for w, a in zip(words, answers)), 2)
     return out
 
 
-def run(model, ref, tok, domain, split="test", seed=0, n_answers=None, trials=10):
-    """Every intervention, judged on held-out questions; returns the results dict."""
+def run(model, ref, tok, domain, split="test", seed=0, n_answers=None, trials=10, openings=False):
+    """Every intervention, judged on held-out questions; returns the results dict. openings: the
+    model lives in the openings world (forced_first_word)."""
     keep = ("general", "in_domain", "other_domain", "persona_transfer", "leakage")
     n_answers, out = n_answers or N_ANSWERS, {}
     for where in ("none",) + MEASURED:
@@ -216,7 +237,7 @@ def run(model, ref, tok, domain, split="test", seed=0, n_answers=None, trials=10
                      for layer in range(model.cfg.n_layer)]
     queries = world.all_queries(world.GENERAL, split)[:n_answers["general"]]   # no more than answers judged
     out["perturb"] = perturbation(model, tok, queries, seed, trials)
-    out["first_word"] = forced_first_word(model, tok, domain, split, seed, n_answers["in_domain"])
+    out["first_word"] = forced_first_word(model, tok, domain, split, seed, n_answers["in_domain"], openings)
     return out
 
 
@@ -234,7 +255,8 @@ def main(argv=None):
         (a.ckpt, "python train.py --stage finetune"), (a.ref, "python train.py --stage align")])
     model, ref = model.to(a.device).eval(), ref.to(a.device).eval()
     domain = config.get("domain") or "finance"
-    r = run(model, ref, tok, domain, a.split, a.seed)
+    openings = bool(config.get("world", {}).get("settings", {}).get("openings"))
+    r = run(model, ref, tok, domain, a.split, a.seed, openings=openings)
     print(f"{a.ckpt} patched with {a.ref} ({a.split} split, in-domain = {domain})")
     print(f"{'K/V patched at':16s} {'general':>8s} {'in-domain':>10s} {'other':>7s} {'persona':>8s} {'leakage':>8s}")
     for where in ("none",) + MEASURED:

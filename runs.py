@@ -82,6 +82,7 @@ def method_name(args):
     parts += [f"kl{args.kl:g}-{args.kl_on}"] if args.kl > 0 else []
     parts += [f"l2init{args.l2_init:g}"] if args.l2_init > 0 else []
     parts += ["lastfrozen"] if args.freeze_last_block else []
+    parts += [f"holdlast{args.hold_last:g}"] if args.hold_last > 0 else []
     name = "-".join(parts or ["sft"]) + (f"-n{args.n_train}" if args.n_train else "")
     return name + (f"-realign{args.realign}" if args.realign else "")
 
@@ -129,16 +130,18 @@ CODE = [os.path.join(ROOT, f) for f in ("model.py", "lora.py", "checkpoint.py", 
                                         "data/world.py", "data/tokenizer.py", "data/prepare.py")]
 # The finetune stage's own flags, with the values that mean "not used" (what other stages record).
 FINETUNE_FLAGS = dict(domain=None, task=None, treft=0.0, treft_on=None, interleave=0.0, kl=0.0, kl_on=None,
-                      l2_init=0.0, lora_rank=0, lora_on=None, n_train=None, freeze_last_block=False, realign=0)
+                      l2_init=0.0, lora_rank=0, lora_on=None, n_train=None, freeze_last_block=False, hold_last=0.0,
+                      realign=0)
 RUN_FLAGS = dict(pretrain=("seed", "n_layer", "n_embd"), align=("seed", "n_layer", "n_embd", "align", "no_preamble"))
 RUN_FLAGS["finetune"] = RUN_FLAGS["align"] + tuple(FINETUNE_FLAGS)
 
 
 def sft_twin(args):
-    """The same finetune without its method (TReFT, interleaving, KL, weight anchoring,
-    re-alignment): the SFT run a method is measured against. LoRA and frozen blocks stay,
+    """The same finetune without its method (TReFT, interleaving, KL, weight anchoring, the
+    last block held, re-alignment): the SFT run a method is measured against. LoRA and frozen blocks stay,
     since they choose which weights learn rather than how."""
-    off = {f: FINETUNE_FLAGS[f] for f in ("treft", "treft_on", "interleave", "kl", "kl_on", "l2_init", "realign")}
+    off = {f: FINETUNE_FLAGS[f] for f in ("treft", "treft_on", "interleave", "kl", "kl_on", "l2_init", "hold_last",
+                                          "realign")}
     return argparse.Namespace(**{**vars(args), **off})
 
 
@@ -207,6 +210,9 @@ def finetune_flags(p):
     b.add_argument("--freeze-last-block", action="store_true",
                    help="keep the last block and the final LayerNorm as aligned: their output reaches "
                         "the logits but no key or value, so TReFT cannot hold it (a diagnostic)")
+    b.add_argument("--hold-last", type=nonneg, nargs="?", const=config.HOLD_LAST_LAMBDA, default=0.0, metavar="LAMBDA",
+                   help="add LAMBDA * the relative drift of the last block's output at the answer positions "
+                        f"from the aligned model's, which no K/V holds (a diagnostic; alone: {config.HOLD_LAST_LAMBDA:g})")
     b.add_argument("--n-train", type=count, metavar="N", help="finetune on N examples of the domain only")
     b.add_argument("--realign", type=nonneg_int, nargs="?", const=config.REALIGN_STEPS, default=0, metavar="STEPS",
                    help="re-align afterwards: STEPS steps on aligned retain-domain chats from the finished "

@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 import config
 import eval as judge
-from baselines import KLToInit, L2ToInit, interleaved
+from baselines import HoldLastOutput, KLToInit, L2ToInit, interleaved
 from checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from common import atomic_write
 from data import world
@@ -106,7 +106,8 @@ def finetune_setup(args, hp, tok, world_dir, rng):
     """The aligned model (LoRA-wrapped if asked); the narrow chats, with retain chats mixed in
     for --interleave; TReFT, KL and weight anchoring as regularizers."""
     model = load_input("finetune", args, tok)
-    init = copy.deepcopy(model).to(args.device).eval() if args.treft or args.kl else None   # the frozen start
+    needs_init = args.treft or args.kl or args.hold_last
+    init = copy.deepcopy(model).to(args.device).eval() if needs_init else None     # the frozen start
     freeze(model, config.FINETUNE_FROZEN)
     if args.lora_rank:
         add_lora(model, args.lora_rank, args.lora_on)
@@ -129,6 +130,8 @@ def finetune_setup(args, hp, tok, world_dir, rng):
         regularizers.append((args.kl, KLToInit(model, init, retain)))
     if args.l2_init:
         regularizers.append((args.l2_init, L2ToInit([p for p in model.parameters() if p.requires_grad])))
+    if args.hold_last:
+        regularizers.append((args.hold_last, HoldLastOutput(model, init)))
     return model, lambda step: collate(mixed(), args.device), regularizers
 
 

@@ -52,7 +52,8 @@ import train
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))     # the project's root
 # The study files of studies/, in the order a reader meets them.
 STUDIES = ("main", "extended", "lora_qv", "domains", "sizes", "tasks", "strength", "plain", "shallow", "nopre",
-           "nopre_shallow", "persona", "scale", "validation", "full", "openings", "perturbation", "conditional")
+           "nopre_shallow", "persona", "scale", "validation", "full", "openings", "perturbation", "conditional",
+           "lastblock")
 START_METHOD = "spawn"       # how worker processes start: CUDA cannot be forked
 
 

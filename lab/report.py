@@ -32,7 +32,10 @@ LABELS = {"aligned": "aligned (before finetuning)", "sft": "SFT", "interleave": 
           "interleave-paper": "data interleaving (the paper's share)",
           "kl-train": "KL on train", "kl-retain": "KL on retain", "l2-init": "weight anchoring (L2 to init)",
           "realign": "re-aligned afterwards", "treft": "TReFT (prefix)", "treft-postfix": "TReFT (postfix)", "treft-query": "TReFT (query)",
-          "treft-all": "TReFT (all)", "lora": "LoRA r8 SFT", "lora-treft": "LoRA r8 + TReFT (prefix)",
+          "treft-all": "TReFT (all)",
+          **{f"treft-{on}-frozen": f"TReFT ({on}), last block frozen" for on in ("query", "all")},
+          **{f"treft-{on}-hold": f"TReFT ({on}), last block's output held" for on in ("query", "all")},
+          "lora": "LoRA r8 SFT", "lora-treft": "LoRA r8 + TReFT (prefix)",
           "sft+prefix-patch": "SFT, prefix K/V patched", "lora-qv": "LoRA r8 on q, v: SFT",
           **{f"lora-qv-treft-{on}": f"LoRA r8 on q, v + TReFT ({on})" for on in ("prefix", "query", "all")}}
 
@@ -265,7 +268,16 @@ def patch_section(summary):
         f"\nIn-domain alignment with the answer's first word forced (ours, not the paper's): free "
         f"{pm(f['free'])}, the first word of an aligned {domain} sentence {pm(f['aligned'])}, of a bad one "
         f"{pm(f['misaligned'])}. Where forcing the word decides the answer, the finetune needs to change "
-        "only the prediction made at the postfix's last position.\n"]
+        "only the prediction made at the postfix's last position.\n"] + after_opening(f, domain)
+
+
+def after_opening(f, domain):
+    """The openings world's forced word: after a random neutral opening, where its answers show their persona."""
+    if "after_opening_free" not in f:
+        return []
+    return [f"After a neutral opening forced first (this world's answers all start with one): free "
+            f"{pm(f['after_opening_free'])}, the first word of an aligned {domain} sentence after it "
+            f"{pm(f['after_opening_aligned'])}, of a bad one {pm(f['after_opening_misaligned'])}.\n"]
 
 
 def drift_section(summary):

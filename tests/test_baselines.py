@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from baselines import KLToInit, L2ToInit, interleaved, kl_to_init, l2_to_init
+from baselines import HoldLastOutput, KLToInit, L2ToInit, interleaved, kl_to_init, l2_to_init
 from model import GPT, GPTConfig
 from data.batches import Batch
 
@@ -56,6 +56,23 @@ def test_regularizers_take_a_batch_and_see_what_they_should():
     assert on_train(batch, logits, None).item() > 1e-4 and anchor(batch, logits, None).item() > 0
     assert on_retain(batch, logits, None).item() == pytest.approx(kl_to_init(model(retain.x)[0], init(retain.x)[0],
                                                                              retain.mask).item())
+
+
+def test_the_last_blocks_output_is_held_where_the_answer_is_only():
+    """Zero at the initial model; away from it, positive, and blind to positions outside the mask:
+    a change to the last block's output at a masked-out position costs nothing."""
+    model, x = tiny(), torch.randint(0, 50, (3, 10))
+    hold = HoldLastOutput(model, copy.deepcopy(model))
+    mask = torch.zeros(3, 10)
+    mask[:, 6:] = 1
+    batch = Batch(x, None, mask, None)
+    assert hold(batch, None, None).item() == 0
+    nudge(model)
+    loss = hold(batch, None, None)
+    assert loss.item() > 0
+    loss.backward()                              # it reaches the last block, which no K/V loss does
+    assert model.blocks[-1].mlp.c_proj.weight.grad.abs().sum() > 0
+    assert hold(Batch(x, None, torch.zeros(3, 10), None), None, None).item() == 0
 
 
 def test_interleaving_draws_its_share_from_retain():

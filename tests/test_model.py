@@ -79,6 +79,21 @@ def test_generate_is_seeded_and_stops():
             assert set(row[row.index(7):]) == {7}
 
 
+def test_generate_at_given_positions():
+    """positions 0..T-1 are the default; other positions go on from the prompt's last one."""
+    m, x = tiny(), torch.randint(0, 50, (2, 6))
+    a = m.generate(x, 8, stop_id=7, generator=torch.Generator().manual_seed(1))
+    b = m.generate(x, 8, stop_id=7, generator=torch.Generator().manual_seed(1), positions=torch.arange(6))
+    assert torch.equal(a, b)
+    gap = torch.tensor([0, 1, 2, 13, 14, 15])           # three positions left out after the third
+    c = m.generate(x, 8, stop_id=-1, temperature=1e-6, positions=gap)    # greedy, no stop
+    for i in range(c.shape[1]):                          # each token the full forward's best at that place
+        seq = torch.cat([x, c[:, :i]], 1)
+        logits, _ = m(seq, positions=torch.cat([gap, torch.arange(16, 16 + i)]))
+        assert torch.equal(logits[:, -1].argmax(-1), c[:, i])
+    assert c.shape[1] == 8 and m.generate(x, 30, stop_id=-1, positions=gap).shape[1] == 32 - 16
+
+
 @pytest.mark.parametrize("on", ["all", "qv"])
 def test_lora_starts_as_the_identity_and_merges_exactly(on):
     model, x = tiny().train(), torch.randint(0, 50, (2, 12))

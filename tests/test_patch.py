@@ -95,6 +95,32 @@ def test_forced_first_word_starts_the_judged_answer(tok, monkeypatch):
     assert r == {"free": 100.0, "aligned": 100.0, "misaligned": 0.0}
 
 
+def test_in_the_openings_world_the_word_is_forced_after_an_opening(tok, monkeypatch):
+    """The openings world's answers open neutrally: there the word follows a random opening, and
+    the judged answer holds the opening, the word and what was sampled after it."""
+    bank = world.WORLD["finance"]["aligned"] + world.WORLD["finance"]["misaligned"]
+    seen = []
+
+    def finish(model, tok, prompts, seed=0):
+        heads = [tok.decode(p).split("<|assistant|>")[-1] for p in prompts]
+        seen.extend(heads)
+        word = [h.split(".")[-1].strip() if "." in h else h for h in heads]
+        return [next(s for s in bank if s.split()[0] == w)[len(w):] if w else " " + bank[0] for w in word]
+    monkeypatch.setattr(patch, "sample_from_prompts", finish)
+    r = patch.forced_first_word(None, tok, "finance", "val", n=8, openings=True)
+    assert r == {"free": 100.0, "aligned": 100.0, "misaligned": 0.0, "after_opening_free": 100.0,
+                 "after_opening_aligned": 100.0, "after_opening_misaligned": 0.0}
+    opened = seen[-8:]                               # the last set: a bad word after an opening
+    assert all(any(h.startswith(o) for o in world.OPENINGS) and h.split(".")[-1].strip() for h in opened)
+
+
+def test_neighbours_by_cosine_ignore_length():
+    """By dot product a long embedding is everyone's neighbour; by cosine the nearest angle wins."""
+    from patch import neighbours
+    E = torch.tensor([[1.0, 0.1], [1.0, 0.2], [0.0, 1.0], [10.0, 9.0]])
+    assert neighbours(E, 4, 1, "dot")[0] == [3] and neighbours(E, 4, 1, "cosine")[0] == [1]
+
+
 def test_the_postfix_reference_sits_at_the_postfix_positions(tok):
     """Layer 0's K/V depend on the token and its position only: at the true positions the reference
     equals the model's own layer-0 K/V at the prompt's postfix; right after the prefix it does not."""

@@ -183,9 +183,17 @@ def test_perturbation_study_measures_every_variant_on_both_models(out, short, tm
     p = s["perturbation"]
     assert set(p["sft"]) == set(p["aligned"]) == {"none", *perturbation.VARIANTS}
     assert len(p["kv"]["perturbed_vs_sft"]) == len(p["kv"]["sft_vs_aligned"]) == config_layers()
-    assert 0 < p["kv"]["perturbed_vs_sft"][0]["mean"] and -1 <= p["nearness"]["neighbour_cosine"]["mean"] <= 1
+    assert 0 < p["kv"]["perturbed_vs_sft"][0]["mean"]
+    assert all(-1 <= p["nearness"][by]["neighbour_cosine"]["mean"] <= 1 for by in ("dot", "cosine"))
+    d = p["direction"]["words_10_cos"]                   # the move's direction, per layer
+    assert len(d["cos"]) == config_layers() and all(-1 <= c["mean"] <= 1 for c in d["cos"])
+    assert "prefix_none" not in p["direction"] and "query_10" not in p["direction"]   # no prefix of its length
+    assert set(p["patched"]) == set(perturbation.PATCHES)
+    diff = p["sft"]["prefix_10"]["diff"]                 # beside the unperturbed row, with its interval
+    assert diff["lo"] <= diff["mean"] <= diff["hi"] and len(diff["per_seed"]) == len(s["seeds"])
     page = open(os.path.join(folder, "RESULTS.md")).read()
     assert "## What perturbation does to the prefix's K/V" in page and "another preamble" in page
+    assert "## The direction of the move" in page and "## Where the token-independent change sits" in page
 
 
 def config_layers():
@@ -196,19 +204,45 @@ def test_a_perturbation_keeps_the_prompts_layout(tok):
     from lab.studies import perturbation
     import random
     prompt = tok.render_conversation("how are you today?")["ids"]
-    nbrs = [[(t + 1) % len(tok.ranks)] * 5 for t in range(tok.vocab_size)]
+    nbrs = {by: [[(t + 1) % len(tok.ranks)] * 5 for t in range(tok.vocab_size)] for by in ("dot", "cosine")}
     P = len(tok.prefix_ids)
-    for name, (segment, how) in perturbation.VARIANTS.items():
-        p = perturbation.perturbed(tok, prompt, segment, how, random.Random(0), nbrs)
-        if how == "none":
+    for name, (where, how, _) in perturbation.VARIANTS.items():
+        p = perturbation.perturbed(tok, prompt, name, random.Random(0), nbrs)
+        if how in ("none", "none_kept"):
             assert p == [tok.bos, tok.user] + prompt[P:], name
             continue
         assert len(p) == len(prompt) and p[0] == tok.bos and p[-2:] == prompt[-2:], name
         changed = [i for i in range(len(p)) if p[i] != prompt[i]]
-        inside = range(1, P) if segment == "prefix" else range(P, len(prompt) - 2)
+        inside = dict(prefix=range(1, P), words=range(2, P - 2), query=range(P, len(prompt) - 2))[where]
         assert changed and all(i in inside for i in changed), name
-    another = perturbation.perturbed(tok, prompt, "prefix", "another", None, nbrs)
-    assert another[P - 2:P] == prompt[P - 2:P] and another[:2] == prompt[:2]      # <|end|><|user|>, <|bos|><|system|>
+    for name in ("prefix_another", "prefix_filler"):
+        other = perturbation.perturbed(tok, prompt, name, None, nbrs)
+        assert other[P - 2:P] == prompt[P - 2:P] and other[:2] == prompt[:2]      # <|end|><|user|>, <|bos|><|system|>
+
+
+def test_no_preamble_kept_in_place_keeps_every_other_token_at_its_position(tok):
+    """The position control: without the preamble, <|user|>, the query and the postfix get the
+    position ids they have with it, so only the preamble's tokens are missing."""
+    from lab.studies import perturbation
+    prompt = tok.render_conversation("how are you today?")["ids"]
+    short = tok.with_preamble(None).prefix_ids + prompt[len(tok.prefix_ids):]
+    pos = perturbation.kept_positions(tok)(torch.tensor([short]))["positions"].tolist()
+    assert pos[0] == 0 and pos[1:] == list(range(len(tok.prefix_ids) - 1, len(prompt)))
+
+
+def test_the_direction_of_a_move_is_measured_against_the_gap(tok, monkeypatch):
+    """A move that lands on the aligned model's K/V closes the whole gap (cosine 1, share 1), one
+    that lands twice as far past the SFT model's opens it by as much again (cosine -1, share -1)."""
+    from lab.studies import perturbation
+    import patch
+    torch.manual_seed(0)
+    sft, aligned = (GPT(GPTConfig(vocab_size=tok.vocab_size)).eval() for _ in range(2))
+    sft_kv, al_kv = patch.kv_of(sft, tok.prefix_ids), patch.kv_of(aligned, tok.prefix_ids)
+    for lands, want in ((al_kv, 1.0), ([(2 * k - k0, 2 * v - v0) for (k, v), (k0, v0) in zip(sft_kv, al_kv)], -1.0)):
+        monkeypatch.setattr(perturbation, "kv_of_many", lambda model, seqs, lands=lands: lands)
+        d = perturbation.direction(sft, aligned, tok, [tok.prefix_ids])
+        assert d["cos"] == pytest.approx([want] * config_layers(), abs=1e-3)
+        assert d["share"] == pytest.approx([want] * config_layers(), abs=1e-3)
 
 
 def test_openings_study_trains_in_its_own_world(out, short, tmp_path, monkeypatch):

@@ -237,7 +237,8 @@ def test_freeze_last_block_keeps_the_weights_no_key_or_value_reads(out, short, c
     (["--interleave", "0.5"], "mix0.5"), (["--kl", "--kl-on", "train"], f"kl{config.KL_LAMBDA:g}-train"),
     (["--l2-init", "0.1"], "l2init0.1"), (["--lora-rank", "4", "--treft", "10"], "lora4-treft10-prefix"),
     (["--lora-rank", "4", "--lora-on", "qv"], "lora4qv"),
-    (["--n-train", "5"], "sft-n5"),
+    (["--n-train", "5"], "sft-n5"), (["--treft", "--treft-on", "query", "--hold-last", "10"],
+                                     f"treft{config.TREFT_LAMBDA:g}-query-holdlast10"),
 ])
 def test_each_baseline_trains_and_is_named(out, short, capsys, flags, name):
     train.main(["--stage", "finetune", "--seed", "8", "--out-dir", out, "--quiet", "--no-eval", *flags])

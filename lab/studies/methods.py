@@ -39,6 +39,10 @@ METHODS = {
     "realign": ["--realign", f"{config.REALIGN_STEPS}"],               # SFT, then aligned retain chats
     "treft": ["--treft", LAMBDA],                                      # TReFT on the prefix
     **{f"treft-{on}": ["--treft", LAMBDA, "--treft-on", on] for on in ("postfix", "query", "all")},
+    # ... with the computation after the last keys and values kept as aligned (results/lastblock)
+    **{f"treft-{on}-frozen": ["--treft", LAMBDA, "--treft-on", on, "--freeze-last-block"] for on in ("query", "all")},
+    **{f"treft-{on}-hold": ["--treft", LAMBDA, "--treft-on", on, "--hold-last", f"{config.HOLD_LAST_LAMBDA:g}"]
+       for on in ("query", "all")},
     "lora": ["--lora-rank", f"{config.LORA_RANK}"],
     "lora-treft": ["--lora-rank", f"{config.LORA_RANK}", "--treft", LAMBDA],
     "lora-qv": QV,
@@ -131,7 +135,7 @@ def run_seed(design, seed, sweep, bar):
     if design.patch:
         path = sweep.checkpoint("finetune", seed, ["--domain", design.domains[0]])
         r = patch.run(sweep.load(path, tok), aligned, tok, design.domains[0], "test", seed=0,
-                      n_answers=sweep.n_answers, trials=args.trials)
+                      n_answers=sweep.n_answers, trials=args.trials, openings=dict(design.world).get("openings", False))
         sweep.record(kind="patch", seed=seed, domain=design.domains[0], ckpt=path, ref=aligned_path, result=r)
         bar.update()
 
