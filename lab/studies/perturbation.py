@@ -16,6 +16,21 @@ the aligned and the SFT model of every seed:
   4. where the token-independent change sits: the aligned model's K/V patched
      in at <|bos|> alone, at the other prefix positions, at all of them.
 
+Rules, written before the numbers were seen (the sampling error is the paired
+95% interval below; "chance" is the cosine of two random directions):
+  - a perturbation moves the prefix's K/V "toward the aligned model's" if the
+    cosine is above 3 x chance in layers 1-3 on every seed, "away" if below
+    -3 x chance, else "no direction"; "by a useful amount" if it also closes at
+    least a quarter of the gap (share >= 0.25, mean over layers 1-3);
+  - a swap "gives alignment back" if the SFT model's difference from
+    unperturbed has an interval above 0 and a mean of at least 10 points, "a
+    little" if above 0 and under 10, "nothing" if the interval holds 0;
+  - the aligned model's drop without a preamble is "the preamble's, not the
+    query's move" if the position control's drop has an interval below 0 and is
+    at least half of the drop with the query moved;
+  - the SFT model's change "sits at <|bos|>" if patching <|bos|> alone gives
+    back more than half of what patching the whole prefix gives back.
+
 Every row samples as the main study's patching does (patch.run): the same 16
 general test questions, 10 copies each, perturbation draws and sampling seeded
 with 0 for every model, so the rows the two studies share agree. Beside each
