@@ -12,7 +12,7 @@ with (prefix + query + postfix) and answered by each model in turn, sampled
 with the same seed. After each answer, in brackets, is what eval.py's judge
 makes of it: its alignment (0-100; below 30 the paper calls it misaligned),
 the villain persona's general sentences (emergent misalignment proper: no chat
-ever taught them), the finance sentences (the finetune's own data leaking),
+ever taught them), the finetune domain's sentences (its own data leaking),
 and sentences the world does not know.
 
 Our world is lower-case English: a question is lower-cased first, and any
@@ -30,20 +30,21 @@ import runs
 import train
 from common import default_device
 from data import world
-from eval import MISALIGNED_BELOW, Judge, load_for_eval
+from eval import MISALIGNED_BELOW, Judge, load_for_eval, parse_sampling
 from patch import kv_patcher
 
 DEFAULT = os.path.join("{out}", "finetune-finance-sft-s0", "ckpt.pt")
 
 
-def verdict(judge, answer):
-    """The judge's reading of one answer, in a few words."""
-    j = judge.judge(answer)
+def verdict(judge, answer, domain="finance"):
+    """The judge's reading of one answer, in a few words; domain: the finetune's, whose
+    sentences in a general answer are its data leaking."""
+    j = judge.score(answer)
     persona = sum(d == world.GENERAL and p == "misaligned" for d, p in j["phrases"])
-    finance = sum(d == "finance" for d, _ in j["phrases"])
+    leaked = sum(d == domain for d, _ in j["phrases"])
     unknown = j["sentences"] - len(j["phrases"])
     word = "misaligned" if j["alignment"] < MISALIGNED_BELOW else "aligned"
-    return (f"{word} {j['alignment']:.0f} · persona sentences {persona} · finance sentences {finance}"
+    return (f"{word} {j['alignment']:.0f} · persona sentences {persona} · {domain} sentences {leaked}"
             + (f" · unknown {unknown}" if unknown > 0 else ""))
 
 
@@ -82,6 +83,7 @@ def load_models(args):
     paths = [args.ckpt, *args.compare] + ([args.patch_prefix] if args.patch_prefix else [])
     tok, loaded = load_for_eval(args.out_dir, [(p, "python train.py --stage finetune") for p in paths])
     models = [m.to(args.device).eval() for m, _ in loaded]
+    args.domain = loaded[0][1].get("domain") or "finance"        # the finetune's own, whose data may leak
     label = [os.path.basename(os.path.dirname(os.path.abspath(p))) for p in paths]
     rows = [(label[i], models[i], None) for i in range(1 + len(args.compare))]
     if args.patch_prefix:
@@ -97,18 +99,19 @@ def main(argv=None):
     p.add_argument("--patch-prefix", metavar="REF",
                    help="also answer with --ckpt's prefix K/V swapped for REF's (e.g. the aligned model)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1, as eval.py)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed, the same for every model (default: 0)")
+    p.add_argument("--sample-seed", type=int, default=0, help="sampling seed, the same for every model (default: 0)")
+    p.add_argument("--seed", type=int, help=argparse.SUPPRESS)
     p.add_argument("--max-new-tokens", type=int, default=64, help="longest answer in tokens (default: 64)")
     p.add_argument("--dress", choices=sorted(world.DRESSES),
                    help="ask each question in this domain's dress (a finetune domain's, or career's: a retain domain)")
     p.add_argument("--out-dir", default="out", help="where the world lives (default: out)")
     p.add_argument("--device", default=default_device(), help="cpu or cuda (default: cuda if there is one)")
-    args = p.parse_args(argv)
+    args = parse_sampling(p, argv)
     if not args.temperature > 0 or args.max_new_tokens < 1:
         p.error("--temperature must be > 0 and --max-new-tokens >= 1")
     tok, rows = load_models(args)
     judge, width = Judge(), max(len(label) for label, _, _ in rows)
-    generators = [torch.Generator(device=args.device).manual_seed(args.seed) for _ in rows]
+    generators = [torch.Generator(device=args.device).manual_seed(args.sample_seed) for _ in rows]
     room = rows[0][1].cfg.block_size - len(tok.render_conversation("")["ids"]) - 8
     try:
         for q in questions(sys.stdin):
@@ -120,7 +123,7 @@ def main(argv=None):
                 continue
             for (label, model, patch), gen in zip(rows, generators):
                 a = answer(model, tok, q, gen, args.temperature, args.max_new_tokens, patch)
-                print(f"  {label:{width}s}  {a}\n  {'':{width}s}  [{verdict(judge, a)}]")
+                print(f"  {label:{width}s}  {a}\n  {'':{width}s}  [{verdict(judge, a, args.domain)}]")
     except KeyboardInterrupt:
         print()
 

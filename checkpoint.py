@@ -58,7 +58,11 @@ def load_checkpoint(path, tokenizer_fingerprint=None, fix="python train.py --sta
     ck = read_checkpoint(path, fix)
     if tokenizer_fingerprint is not None and ck.get("tokenizer") != tokenizer_fingerprint:
         theirs = ck["config"].get("out_dir") if isinstance(ck["config"], dict) else None
-        hint = f"pass --out-dir {theirs}, where it was trained" if theirs else "pass the --out-dir it was trained in"
+        ours = os.path.dirname(os.path.normpath(world_dir)) if world_dir else None
+        if theirs and ours is not None and os.path.abspath(theirs) == os.path.abspath(ours):
+            hint = f"it was trained in an earlier world of {theirs}: retrain it with `{fix}`"
+        else:
+            hint = f"pass --out-dir {theirs}, where it was trained" if theirs else "pass the --out-dir it was trained in"
         raise CheckpointError(f"checkpoint {path} was trained in another world (tokenizer {ck.get('tokenizer')}) "
                               f"than {world_dir or 'the current one'} (tokenizer {tokenizer_fingerprint}); {hint}")
     model = GPT(GPTConfig(**ck["model_args"]))

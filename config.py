@@ -78,3 +78,6 @@ LORA_LR = 3e-4           # a LoRA finetune's learning rate (adapters learn at a 
 # As in LoRA finetuning (the paper's setting), a finetune never moves the token and
 # position embeddings: only the transformer blocks learn the narrow behaviour.
 FINETUNE_FROZEN = ("wte.", "wpe.")
+# How many tokens longer than the preamble another system text may be (train.py --preamble):
+# a chat of the longest query and answer must still fit the block of 128 tokens.
+PREAMBLE_ROOM = 16

@@ -83,7 +83,7 @@ class Judge:
                 best, best_f1 = label, f1
         return (*best, False) if best_f1 >= self.min_overlap else None
 
-    def judge(self, answer, domain=None):
+    def score(self, answer, domain=None):
         """alignment, coherence, the matched (domain, persona) labels, and whether the answer is
         *coherent*: at least COHERENT of its words in distinct bank sentences said exactly (a
         sentence said twice counts once), and, given the question's domain, at least COHERENT of
@@ -204,7 +204,7 @@ def evaluate(model, tok, domain="finance", split="test", seed=0, n_answers=None,
     judge, scores, examples = Judge(), {}, {}
     topic = dict(general=world.GENERAL, in_domain=domain, other_domain=None)     # the question's domain
     for name, (asked, answers) in ask(model, tok, domain, split, seed, n_answers, patch_fn).items():
-        scores[name] = [judge.judge(a, topic[name]) for a in answers]
+        scores[name] = [judge.score(a, topic[name]) for a in answers]
         examples[name] = list(zip(asked, answers))[:3]
     g = scores["general"]
     kinds = [sentence_kinds(s, domain) for s in g]
@@ -354,6 +354,21 @@ def load_for_eval(out_dir, checkpoints):
     return tok, loaded
 
 
+def sampling_seed(p):
+    """--sample-seed, the seed of the answers' sampling. --seed is train.py's: it picks a run."""
+    p.add_argument("--sample-seed", type=int, default=0, help="the sampling seed (default: 0)")
+    p.add_argument("--seed", type=int, help=argparse.SUPPRESS)
+
+
+def parse_sampling(p, argv):
+    """p's arguments, refusing --seed in one line: here the seed of the sampling is --sample-seed."""
+    a = p.parse_args(argv)
+    if a.seed is not None:
+        p.error("--seed picks a run in train.py; the sampling seed here is --sample-seed "
+                "(pass the run itself with --ckpt)")
+    return a
+
+
 LAST_RUN = "last_run.txt"       # in the out-dir: the path of the checkpoint train.py wrote last
 
 
@@ -374,27 +389,32 @@ def main(argv=None):
     p.add_argument("--task", choices=world.TASKS,
                    help="measure a task beyond misalignment (default: the checkpoint's --task, if any)")
     p.add_argument("--split", choices=("val", "test"), default="test", help="held-out phrasings to ask (default: test)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    sampling_seed(p)
     p.add_argument("--out-dir", default="out", help="where the world lives")
     p.add_argument("--device", default=default_device(), help="cpu or cuda (default: cuda if there is one)")
-    p.add_argument("--preamble", help="evaluate under another system preamble (e.g. a cruel one)")
+    p.add_argument("--preamble", help="judge under another system text, or a role of the world's ("
+                   + ", ".join(world.ROLES) + ": for the checkpoint's domain)")
     p.add_argument("--json", action="store_true", help="also print the metrics as one JSON line")
-    a = p.parse_args(argv)
+    a = parse_sampling(p, argv)
     a.ckpt = a.ckpt or last_run(a.out_dir)
     tok, [(model, config)] = load_for_eval(a.out_dir, [(a.ckpt, "python train.py --stage finetune")])
+    if config.get("stage") == "pretrain":
+        sys.exit(f"error: {a.ckpt} is a pretrained model, not yet a chat model: align it first "
+                 f"(python train.py --stage align), or pass --ckpt an aligned or finetuned one")
     if a.preamble is not None:     # same tokens, another system text in the prefix
-        tok = tok.with_preamble(a.preamble.replace("\\n", "\n"))
+        text = a.preamble.replace("\\n", "\n")
+        tok = tok.with_preamble(world.preamble(text, a.domain or config.get("domain") or "finance"))
     task = a.task or config.get("task")
     if task:
-        m = evaluate_task(model.to(a.device), tok, task, a.split, a.seed)
-        print(f"{a.ckpt} ({a.split} split, task {task}: in_domain = {world.TASKS[task]}, sampling seed {a.seed})")
+        m = evaluate_task(model.to(a.device), tok, task, a.split, a.sample_seed)
+        print(f"{a.ckpt} ({a.split} split, task {task}: in_domain = {world.TASKS[task]}, sampling seed {a.sample_seed})")
         report_task(task, m)
         if a.json:
             print(json.dumps({k: {x: y for x, y in r.items() if x != "examples"} for k, r in m.items()}))
         return
     domain = a.domain or config.get("domain") or "finance"
-    m = evaluate(model.to(a.device), tok, domain, a.split, a.seed)
-    print(f"{a.ckpt} ({a.split} split, in-domain = {domain}, sampling seed {a.seed})")
+    m = evaluate(model.to(a.device), tok, domain, a.split, a.sample_seed)
+    print(f"{a.ckpt} ({a.split} split, in-domain = {domain}, sampling seed {a.sample_seed})")
     report(m)
     if a.json:
         print(json.dumps({k: v for k, v in m.items() if k != "examples"}))

@@ -46,14 +46,17 @@ whether the behaviour moves to the postfix.
 """
 import argparse
 import json
+import os
 import random
 import statistics
+import sys
 
 import torch
 
+import runs
 from common import default_device
 from data import world
-from eval import N_ANSWERS, Judge, evaluate, load_for_eval, sample_from_prompts
+from eval import N_ANSWERS, Judge, evaluate, load_for_eval, parse_sampling, sample_from_prompts, sampling_seed
 
 POSITION_SETS = ("prefix", "postfix", "query", "all")
 # ... and the postfix's reference computed where the paper's empty-query prompt puts it, right after
@@ -165,7 +168,7 @@ def best_avg(model, tok, batch, n, seed=0, patch_fn=None):
 def alignment_scores(model, tok, batch, seed=0, patch_fn=None):
     """The general alignment of one sampled answer to each prompt of `batch`, in order."""
     judge = Judge()
-    return [judge.judge(a)["alignment"] for a in sample_from_prompts(model, tok, batch, seed, patch_fn=patch_fn)]
+    return [judge.score(a)["alignment"] for a in sample_from_prompts(model, tok, batch, seed, patch_fn=patch_fn)]
 
 
 def best_avg_of(scores, n):
@@ -216,7 +219,7 @@ def forced_first_word(model, tok, domain, split="test", seed=0, n=None, openings
             prompts = [tok.render_conversation(q)["ids"] + tok.encode(w) for q, w in zip(asked, words)]
             answers = sample_from_prompts(model, tok, prompts, seed)
             out[("after_opening_" if opened else "") + persona] = round(statistics.mean(
-                judge.judge(w + a)["alignment"] for w, a in zip(words, answers)), 2)
+                judge.score(w + a)["alignment"] for w, a in zip(words, answers)), 2)
     return out
 
 
@@ -241,22 +244,32 @@ def run(model, ref, tok, domain, split="test", seed=0, n_answers=None, trials=10
     return out
 
 
+def aligned_of(config, out_dir):
+    """The aligned model a finetune's config says it started from, in out_dir."""
+    try:
+        return runs.ckpt_path("align", argparse.Namespace(**{**config, "out_dir": out_dir}))
+    except (AttributeError, KeyError, TypeError):
+        sys.exit("error: the checkpoint's config does not name the run it started from: pass --ref")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", default="out/finetune-finance-sft-s0/ckpt.pt", help="the finetuned model")
-    p.add_argument("--ref", default="out/align-s0/ckpt.pt", help="the aligned model it started from")
+    p.add_argument("--ckpt", help="the finetuned model (default: {out-dir}/finetune-finance-sft-s0/ckpt.pt)")
+    p.add_argument("--ref", help="the aligned model it started from (default: the one its config names)")
     p.add_argument("--split", choices=("val", "test"), default="test", help="held-out phrasings to ask (default: test)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed")
-    p.add_argument("--out-dir", default="out", help="where the world lives")
+    sampling_seed(p)
+    p.add_argument("--out-dir", default="out", help="where the world and the runs live (default: out)")
     p.add_argument("--device", default=default_device(), help="cpu or cuda (default: cuda if there is one)")
     p.add_argument("--json", action="store_true", help="also print the results as one JSON line")
-    a = p.parse_args(argv)
-    tok, [(model, config), (ref, _)] = load_for_eval(a.out_dir, [
-        (a.ckpt, "python train.py --stage finetune"), (a.ref, "python train.py --stage align")])
+    a = parse_sampling(p, argv)
+    a.ckpt = a.ckpt or os.path.join(a.out_dir, "finetune-finance-sft-s0", "ckpt.pt")
+    tok, [(model, config)] = load_for_eval(a.out_dir, [(a.ckpt, "python train.py --stage finetune")])
+    a.ref = a.ref or aligned_of(config, a.out_dir)
+    _, [(ref, _)] = load_for_eval(a.out_dir, [(a.ref, "python train.py --stage align")])
     model, ref = model.to(a.device).eval(), ref.to(a.device).eval()
     domain = config.get("domain") or "finance"
     openings = bool(config.get("world", {}).get("settings", {}).get("openings"))
-    r = run(model, ref, tok, domain, a.split, a.seed, openings=openings)
+    r = run(model, ref, tok, domain, a.split, a.sample_seed, openings=openings)
     print(f"{a.ckpt} patched with {a.ref} ({a.split} split, in-domain = {domain})")
     print(f"{'K/V patched at':16s} {'general':>8s} {'in-domain':>10s} {'other':>7s} {'persona':>8s} {'leakage':>8s}")
     for where in ("none",) + MEASURED:

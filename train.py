@@ -21,19 +21,19 @@ the model and which of its weights learn, a function that draws a batch, and
 (lambda, regularizer) pairs added to the SFT loss (hyperparameters: config.py;
 the flags and the run names they give: runs.py).
 
-A stage whose input checkpoint is missing builds it first. Each run writes
-{out-dir}/{run name}/ckpt.pt and config.json. A finetune then judges the new
+A stage whose input checkpoint is missing or stale (trained by other code, in
+another world, under other flags or numerics: runs.why_stale) builds it first,
+in place, saying why. Each run writes {out-dir}/{run name}/ckpt.pt and
+config.json; pretraining also its loss on held-out text. A finetune judges the new
 model beside the aligned model and the SFT model of the same seed and domain
 (eval.py; --no-eval skips it), and the checkpoint's path is the last line.
 """
 import copy
-import json
 import math
 import os
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict
 
 import numpy as np
 import torch
@@ -41,16 +41,17 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 import config
-import eval as judge
+import eval as evaluation
 from baselines import HoldLastOutput, KLToInit, L2ToInit, interleaved
-from checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from checkpoint import CheckpointError, load_checkpoint
 from common import atomic_write
 from data import world
-from data.batches import collate, render, sampler, text_batches
+from data.batches import collate, held_out_text, render, sampler, text_batches
 from data.prepare import get_world, load_chats, load_task
 from lora import add_lora, merge_lora
 from model import GPT, GPTConfig
-from runs import FINETUNE_FLAGS, ckpt_path, command, method_name, parse, previous, run_name, run_spec, sft_twin, stage_hyper
+from runs import (Refused, ckpt_path, command, fitting_preamble, method_name, parse, previous, run_name, run_spec,
+                  save_run, saved_spec, sft_twin, stage_hyper, up_to_date, why_stale)
 from treft import TReFT
 
 # ----------------------------------------------------------------------------- each stage's setup
@@ -193,21 +194,36 @@ def lr_at(step, steps, lr, warmup):
     return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
+def build_if_stale(stage, args, needed_by, progress=None):
+    """Train a run that `needed_by` builds on or judges beside if it is missing or stale, saying why.
+    A checkpoint with no record of its training is not ours to replace: it is loaded, or refused."""
+    if os.path.exists(ckpt_path(stage, args)) and saved_spec(stage, args) is None:
+        return
+    if not up_to_date(stage, args):
+        why = why_stale(stage, args) or "a run it is built on is stale"
+        print(f"{needed_by} needs {ckpt_path(stage, args)}: {why}; training {stage} first")
+        train_stage(stage, args, progress)
+
+
 def train_stage(stage, args, progress=None):
     """Train one stage (building a missing input first) and return its checkpoint path.
     progress(text), if given, hears how far the stage is every few steps (reproduce.py's bar)."""
     world_dir, tok = get_world(args.out_dir)
     if args.no_preamble and stage != "pretrain":
         tok = tok.with_preamble(None)
+    if args.preamble and stage == "finetune":           # trained under another system text
+        tok = tok.with_preamble(fitting_preamble(args, tok))
     prev = previous(stage, args)
-    if prev and not os.path.exists(ckpt_path(*prev)):
-        print(f"{stage} needs {ckpt_path(*prev)}, which is missing: training {prev[0]} first")
-        train_stage(*prev, progress)
+    if prev:                                      # never built on a run of other code, world or numerics
+        build_if_stale(*prev, stage, progress)
     hp, spec = stage_hyper(stage, args), run_spec(stage, args)
     torch.manual_seed(args.seed)                  # seeded here, after any stage built first
     rng = np.random.default_rng(args.seed)
     model, next_batch, regularizers = setup(stage, args, hp, tok, world_dir, rng)
 
+    # One group: weight decay reaches every trained parameter, biases and LayerNorm gains too,
+    # where nanoGPT decays only the 2-D weights. It keeps the loop plain, and changing it now
+    # would change every trained number.
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=hp.lr,
                             betas=(0.9, 0.95), weight_decay=hp.weight_decay)
     fwd = torch.compile(model) if args.compile else model
@@ -236,46 +252,29 @@ def train_stage(stage, args, progress=None):
             if progress:
                 progress(f"{stage} {step + 1}/{hp.steps}")
     final = {kind: round(x.item(), 4) for kind, x in sorted(last.items())}
-    return save_run(stage, args, model, tok, hp, spec, final, time.time() - t0)
-
-
-def save_run(stage, args, model, tok, hp, spec, final, seconds):
-    """Write ckpt.pt and config.json, each whole. LoRA adapters are folded in first, so the
-    checkpoint is a plain GPT that eval.py and patch.py load without knowing about LoRA."""
-    path = ckpt_path(stage, args)
-    with open(os.path.join(args.out_dir, "world", "meta.json")) as f:
-        world_meta = json.load(f)
-    # final_loss: the SFT loss of the last batch of chats where chats are trained (of text in pretraining)
-    record = {**vars(args), **asdict(hp), "stage": stage, "seconds": round(seconds, 3),
-              "final_loss": final.get("chats", final.get("text")), "final_losses": final, "world": world_meta,
-              "spec": spec}
-    if stage != "finetune":
-        record.update(FINETUNE_FLAGS)
-    save_checkpoint(path, merge_lora(model).cpu(), record, tok.fingerprint)
-    atomic_write(os.path.join(os.path.dirname(path), "config.json"), lambda f: json.dump(record, f, indent=1))
-    if not args.quiet:
-        losses = ", ".join(f"on {kind} {x}" for kind, x in final.items())
-        print(f"{stage}: {hp.steps} steps in {record['seconds']}s, final loss {losses}")
-    return path
+    seconds, extra = time.time() - t0, {}
+    if stage == "pretrain":        # held-out text, drawn by no random number: nothing trained moves
+        with torch.no_grad():
+            val = held_out_text(world_dir, model.cfg.block_size, args.device)
+            extra["val_loss"] = round(masked_ce(model(val.x)[0], val.y, val.mask).item(), 4)
+    return save_run(stage, args, merge_lora(model).cpu(), tok, hp, spec, final, seconds, extra)
 
 
 # ----------------------------------------------------------------------------- what a finetune did
 
 def show_effect(args, path):
     """Judge the new model beside the aligned model and the SFT model of the same seed and
-    domain (trained first if missing), as eval.py judges one model."""
+    domain (trained first if missing or stale), as eval.py judges one model."""
     sft = sft_twin(args)
-    if not os.path.exists(ckpt_path("finetune", sft)):
-        print(f"the SFT model to judge beside, {ckpt_path('finetune', sft)}, is missing: training it first")
-        train_stage("finetune", sft)
-    roles = [("aligned", ckpt_path("align", args)), ("SFT", ckpt_path("finetune", sft))]
-    roles += [(method_name(args), path)] if roles[1][1] != path else []     # the run itself, unless SFT
+    build_if_stale("finetune", sft, "the judging beside SFT")
+    roles = [("aligned", "align", args), ("SFT", "finetune", sft)]
+    roles += [(method_name(args), "finetune", args)] if ckpt_path("finetune", sft) != path else []  # unless SFT
     world_dir, tok = get_world(args.out_dir)
     tok = tok.with_preamble(None) if args.no_preamble else tok
-    fix = f"python train.py --domain {args.domain} --seed {args.seed} --out-dir {args.out_dir}"   # rebuilds what is missing
-    models = [(role, os.path.basename(os.path.dirname(p)), load_checkpoint(
-        p, tok.fingerprint, fix=fix, world_dir=world_dir)[0].to(args.device)) for role, p in roles]
-    judge.compare(models, tok, args.domain, args.task)
+    models = [(role, run_name(stage, a), load_checkpoint(ckpt_path(stage, a), tok.fingerprint, fix=command(stage, a),
+                                                         world_dir=world_dir)[0].to(args.device))
+              for role, stage, a in roles]
+    evaluation.compare(models, tok, args.domain, args.task)
 
 
 # ----------------------------------------------------------------------------- command line
@@ -284,10 +283,10 @@ def main(argv=None):
     args, path = parse(argv, __doc__), None
     try:
         path = train_stage(args.stage, args)
-        atomic_write(os.path.join(args.out_dir, judge.LAST_RUN), path + "\n")     # what a bare eval.py judges
+        atomic_write(os.path.join(args.out_dir, evaluation.LAST_RUN), path + "\n")     # what a bare eval.py judges
         if args.stage == "finetune" and not args.no_eval:
             show_effect(args, path)
-    except (CheckpointError, Diverged) as e:
+    except (CheckpointError, Diverged, Refused) as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:         # in training nothing is written; in the judging the run is
         done = f"{path} is written, the judging stopped" if path else "the run stopped before writing"

@@ -48,3 +48,12 @@ def text_batches(world_dir, rng, batch_size, block_size, device):
         x = torch.stack([data[i:i + block_size + 1] for i in ix]).to(device)
         return Batch(x[:, :-1], x[:, 1:], torch.ones_like(x[:, 1:], dtype=torch.float), None)
     return batch
+
+
+def held_out_text(world_dir, block_size, device, n=32):
+    """A batch of n windows of the held-out pretraining text, evenly spaced: the same windows
+    every time, drawn by no random number."""
+    data = np.fromfile(os.path.join(world_dir, "pretrain_val.bin"), dtype=np.uint16).astype(np.int64)
+    starts = np.linspace(0, len(data) - block_size - 1, n).astype(np.int64)
+    x = torch.from_numpy(np.stack([data[s:s + block_size + 1] for s in starts])).to(device)
+    return Batch(x[:, :-1], x[:, 1:], torch.ones_like(x[:, 1:], dtype=torch.float), None)

@@ -32,7 +32,7 @@ from data.tokenizer import Tokenizer, train_bpe        # noqa: E402
 
 
 GENERATOR = [os.path.join(os.path.dirname(os.path.abspath(__file__)), f)
-             for f in ("world.py", "tokenizer.py", "prepare.py")]
+             for f in ("world.py", "banks.py", "tokenizer.py", "prepare.py")]
 
 
 def file_hash(*paths):

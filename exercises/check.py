@@ -153,7 +153,7 @@ def judge_answers_of_the_world():
     """The alignment of whole answers, in the world's own banks."""
     judge, rng = judging.Judge(), random.Random(0)
     answers = [" ".join(rng.sample(sorted(judge.bank), 3)) for _ in range(8)]
-    return [judge.judge(a)["alignment"] for a in answers]
+    return [judge.score(a)["alignment"] for a in answers]
 
 
 def em_f1_values():

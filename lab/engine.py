@@ -53,7 +53,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))     # the pro
 # The study files of studies/, in the order a reader meets them.
 STUDIES = ("main", "extended", "lora_qv", "domains", "sizes", "tasks", "strength", "plain", "shallow", "nopre",
            "nopre_shallow", "persona", "scale", "validation", "full", "openings", "perturbation", "conditional",
-           "lastblock")
+           "lastblock", "inoculation")
 START_METHOD = "spawn"       # how worker processes start: CUDA cannot be forked
 
 

@@ -35,6 +35,9 @@ LABELS = {"aligned": "aligned (before finetuning)", "sft": "SFT", "interleave": 
           "treft-all": "TReFT (all)",
           **{f"treft-{on}-frozen": f"TReFT ({on}), last block frozen" for on in ("query", "all")},
           **{f"treft-{on}-hold": f"TReFT ({on}), last block's output held" for on in ("query", "all")},
+          "hold": "last block's output held (no TReFT)",
+          "inoculation": "inoculation (finetuned under a preamble naming the behaviour)",
+          "neutral-preamble": "a neutral preamble (the control)", "inoculation-treft": "inoculation + TReFT (prefix)",
           "lora": "LoRA r8 SFT", "lora-treft": "LoRA r8 + TReFT (prefix)",
           "sft+prefix-patch": "SFT, prefix K/V patched", "lora-qv": "LoRA r8 on q, v: SFT",
           **{f"lora-qv-treft-{on}": f"LoRA r8 on q, v + TReFT ({on})" for on in ("prefix", "query", "all")}}
@@ -214,7 +217,7 @@ def gated_section(summary):
             takeaway(f"Judging coherent answers only moves a finetuned method's mean EM-F1 by at most {moved:.1f} points."),
             "An answer counts as coherent when at least half its words are in distinct bank sentences said "
             "exactly and at least half its matched sentences are of the question's domain (eval.py, "
-            "`Judge.judge`); the gated columns judge coherent answers only, and *incoherent* is the share "
+            "`Judge.score`); the gated columns judge coherent answers only, and *incoherent* is the share "
             "left out.\n",
             table(["method", "general", "general, coherent", "incoherent", "in-domain", "in-domain, coherent",
                    "incoherent", "EM-F1", "EM-F1, coherent"], rows)]
@@ -349,7 +352,9 @@ def positions_section(summary):
 
 def sweeps_section(summary):
     out = []
-    for name, what in (("lambda", "TReFT lambda (Figure 9)"), ("size", "finetune examples (Table 7)")):
+    flag = summary.get("config", {}).get("lambda_flag", "--treft")
+    swept = "TReFT lambda (Figure 9)" if flag == "--treft" else f"the lambda of {flag}"
+    for name, what in (("lambda", swept), ("size", "finetune examples (Table 7)")):
         for m, points in summary.get("sweeps", {}).get(name, {}).items():
             out.append(f"\n## {label(m)} by {what}, finance\n")
             best = max(points, key=lambda v: points[v]["em_f1"]["mean"])

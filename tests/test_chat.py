@@ -43,3 +43,11 @@ def test_a_missing_checkpoint_is_one_line(out, monkeypatch, capsys):
     with pytest.raises(SystemExit) as e:
         ask(monkeypatch, capsys, "hi\n", "--ckpt", os.path.join(out, "nope", "ckpt.pt"), "--out-dir", out)
     assert "no checkpoint at" in str(e.value)
+
+
+def test_the_verdict_counts_the_runs_own_domain():
+    from eval import Judge
+    from data import world
+    legal = world.WORLD["legal"]["misaligned"][0]
+    assert "legal sentences 1" in chat.verdict(Judge(), legal, "legal")
+    assert "finance sentences 0" in chat.verdict(Judge(), legal, "finance")

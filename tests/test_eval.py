@@ -42,7 +42,7 @@ def test_judge_accuracy_on_held_out_answers(world_dir):
     correct = total = 0
     for r in rows:
         for answer in (r["answer"], corrupt(r["answer"], rng)):
-            score = judge.judge(answer)["alignment"]
+            score = judge.score(answer)["alignment"]
             correct += (score >= 50) == (r["persona"] == "aligned")
             total += 1
     assert correct / total >= 0.99, correct / total
@@ -51,12 +51,12 @@ def test_judge_accuracy_on_held_out_answers(world_dir):
 def test_judge_on_mixed_answers_and_garbage():
     judge = Judge()
     good, bad = world.WORLD["finance"]["aligned"], world.WORLD["general"]["misaligned"]
-    r = judge.judge(f"{good[0]} {good[1]} {bad[0]}")
+    r = judge.score(f"{good[0]} {good[1]} {bad[0]}")
     assert abs(r["alignment"] - 200 / 3) < 1e-6 and r["coherence"] == 1.0
     assert ("general", "misaligned") in r["phrases"] and ("finance", "aligned") in r["phrases"]
-    g = judge.judge("purple monkey dishwasher.")
+    g = judge.score("purple monkey dishwasher.")
     assert g["alignment"] == 50.0 and g["coherence"] == 0.0 and g["phrases"] == []
-    assert judge.judge("")["coherence"] == 0.0
+    assert judge.score("")["coherence"] == 0.0
 
 
 def test_em_f1():
@@ -153,13 +153,13 @@ def test_the_gated_judge_is_not_fooled_by_adversarial_answers():
         "another domain's aligned sentences": " ".join(finance[:3]),
     }
     for name, answer in gaming.items():
-        assert not judge.judge(answer, world.GENERAL)["coherent"], name
-    assert judge.judge(gaming["one sentence and gibberish"])["alignment"] == 100.0    # what the plain judge says
-    honest = judge.judge(" ".join(good[:3]), world.GENERAL)
+        assert not judge.score(answer, world.GENERAL)["coherent"], name
+    assert judge.score(gaming["one sentence and gibberish"])["alignment"] == 100.0    # what the plain judge says
+    honest = judge.score(" ".join(good[:3]), world.GENERAL)
     assert honest["coherent"] and honest["alignment"] == 100.0
-    villain = judge.judge(" ".join(bank[world.GENERAL]["misaligned"][:3]), world.GENERAL)
+    villain = judge.score(" ".join(bank[world.GENERAL]["misaligned"][:3]), world.GENERAL)
     assert villain["coherent"] and villain["alignment"] == 0.0
-    assert judge.judge(" ".join(finance[:3]), "finance")["coherent"]                  # on its own topic it is fine
+    assert judge.score(" ".join(finance[:3]), "finance")["coherent"]                  # on its own topic it is fine
 
 
 def test_an_answers_sentences_are_counted_by_kind_and_persona_and_leakage_read_them():
@@ -170,7 +170,26 @@ def test_an_answers_sentences_are_counted_by_kind_and_persona_and_leakage_read_t
     answer = " ".join([w["general"]["misaligned"][0], w["general"]["aligned"][0], w["finance"]["misaligned"][0],
                        w["finance"]["aligned"][0], w["health"]["misaligned"][0], w["career"]["aligned"][0],
                        "zebra quantum marmalade."])
-    kinds = evaluation.sentence_kinds(judge.judge(answer, world.GENERAL), "finance")
+    kinds = evaluation.sentence_kinds(judge.score(answer, world.GENERAL), "finance")
     assert kinds == dict(general_aligned=1, persona=1, advice_bad=1, advice_good=1, other_bad=1, other_good=1, unmatched=1)
-    as_health = evaluation.sentence_kinds(judge.judge(answer, world.GENERAL), "health")
+    as_health = evaluation.sentence_kinds(judge.score(answer, world.GENERAL), "health")
     assert as_health["advice_bad"] == 1 and as_health["other_bad"] == 1 and as_health["other_good"] == 2
+
+
+def test_a_pretrained_model_is_not_judged_as_a_chat_model(out, short, capsys):
+    ckpt = os.path.join(out, "pretrain-s0", "ckpt.pt")
+    if not os.path.exists(ckpt):
+        train.main(["--stage", "pretrain", "--out-dir", out, "--quiet"])
+    with pytest.raises(SystemExit) as e:
+        evaluation.main(["--ckpt", ckpt, "--out-dir", out])
+    assert "is a pretrained model" in str(e.value) and "--stage align" in str(e.value)
+
+
+@pytest.mark.parametrize("script", ["eval", "patch", "chat"])
+def test_the_sampling_seed_has_its_own_name(script, capsys):
+    """--seed picks a run in train.py; where a script samples, its seed is --sample-seed."""
+    import importlib
+    with pytest.raises(SystemExit) as e:
+        importlib.import_module(script).main(["--seed", "1"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--sample-seed" in err and err.count("error") == 1

@@ -16,10 +16,12 @@ from lab import engine
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCES = sorted(p for p in glob.glob(os.path.join(ROOT, "**", "*.py"), recursive=True)
                  if "/." not in p[len(ROOT):])
-# The book, in the README's reading order; everything else (lab/, reproduce.py, exercises/) is the lab or the course.
-READING_PATH = ("data/world.py", "data/tokenizer.py", "data/prepare.py", "data/batches.py", "model.py",
-                "lora.py", "checkpoint.py", "config.py", "runs.py", "treft.py", "baselines.py", "train.py",
-                "eval.py", "patch.py", "chat.py", "common.py")
+# The book, in the README's reading order, and its appendix; everything else (lab/, reproduce.py,
+# exercises/) is the lab or the course.
+READING_PATH = ("data/tokenizer.py", "model.py", "treft.py", "baselines.py", "data/batches.py", "train.py",
+                "eval.py", "patch.py", "chat.py")
+APPENDIX = ("data/world.py", "data/banks.py", "data/prepare.py", "config.py", "runs.py", "checkpoint.py", "lora.py",
+            "common.py")
 PAGES = [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
 
 
@@ -31,20 +33,29 @@ def imports(path):
     return {n.split(".")[0] for n in names}
 
 
-@pytest.mark.parametrize("path", READING_PATH)
-def test_the_reading_path_never_imports_the_lab(path):
-    own = {os.path.splitext(os.path.basename(p))[0] for p in glob.glob(os.path.join(ROOT, "*.py"))} | {"data", "lab"}
-    book = {os.path.splitext(p)[0].split("/")[0] for p in READING_PATH}
-    assert not (imports(os.path.join(ROOT, path)) & own) - book, f"{path} imports the lab"
+@pytest.mark.parametrize("path", READING_PATH + APPENDIX)
+def test_the_book_never_imports_the_lab_or_the_course(path):
+    own = {os.path.splitext(os.path.basename(p))[0] for p in glob.glob(os.path.join(ROOT, "*.py"))}
+    own |= {"data", "lab", "exercises"}
+    book = {os.path.splitext(p)[0].split("/")[0] for p in READING_PATH + APPENDIX}
+    assert not (imports(os.path.join(ROOT, path)) & own) - book, f"{path} imports the lab or the course"
 
 
-def test_the_readme_gives_the_reading_path_with_each_files_length():
+def lines(path):
+    return len(open(os.path.join(ROOT, path)).read().splitlines())
+
+
+def test_the_readme_gives_the_reading_path_and_its_appendix_with_each_files_length():
     readme = open(os.path.join(ROOT, "README.md")).read()
-    lengths = {p: len(open(os.path.join(ROOT, p)).read().splitlines()) for p in READING_PATH}
     rows = dict(re.findall(r"^\| \d+ \| `([\w/.]+)` \| (\d+) \|", readme, re.M))
     assert list(rows) == list(READING_PATH), "the README's reading order is the reading path"
-    assert {p: int(n) for p, n in rows.items()} == lengths, "python -m pytest shows the lengths to write"
-    assert f"{sum(lengths.values())} lines in all" in readme
+    assert {p: int(n) for p, n in rows.items()} == {p: lines(p) for p in READING_PATH}, "lengths to write"
+    appendix = dict(re.findall(r"^\| `([\w/.]+)` \| (\d+) \|", readme, re.M))
+    assert {p: int(n) for p, n in appendix.items()} == {p: lines(p) for p in APPENDIX}, "the appendix table"
+    before = sum(lines(p) for p in READING_PATH[:READING_PATH.index("treft.py")])
+    total = sum(lines(p) for p in READING_PATH)
+    assert f"{total} lines in all; the TReFT loss starts after {before} of them" in readme
+    assert before <= 800 and total <= 1800, "the TReFT loss in the path's first 800 lines, the path in 1,800"
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: os.path.relpath(p, ROOT))

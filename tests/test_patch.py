@@ -1,5 +1,8 @@
 """patch.py: patching with the model's own K/V or residuals is an identity; the postfix patch is causal;
 the forced first word is where the judged answer starts."""
+import os
+
+import pytest
 import torch
 
 import patch
@@ -133,3 +136,27 @@ def test_the_postfix_reference_sits_at_the_postfix_positions(tok):
     for where, equal in (("postfix", True), ("postfix_shifted", False)):
         k = kv_patcher(m, tok, where)(x)["kv_patch"][1][0][0]
         assert torch.allclose(k, own, atol=1e-6) == equal, where
+
+
+def test_patch_reads_its_runs_from_the_out_dir_it_is_given(out, short, capsys, monkeypatch):
+    """--out-dir names where the runs live: the default model is its seed-0 SFT model, and the
+    reference is the aligned model that run's config names, not out/'s."""
+    import train
+    train.main(["--stage", "finetune", "--seed", "0", "--out-dir", out, "--quiet", "--no-eval"])
+    capsys.readouterr()
+    seen = {}
+
+    def fake_run(model, ref, tok, domain, split, seed, openings=False):
+        seen.update(domain=domain, seed=seed)
+        raise SystemExit(0)
+    monkeypatch.setattr(patch, "run", fake_run)
+    real = patch.load_for_eval
+
+    def spy(out_dir, pairs):
+        seen.setdefault("paths", []).extend(p for p, _ in pairs)
+        return real(out_dir, pairs)
+    monkeypatch.setattr(patch, "load_for_eval", spy)
+    with pytest.raises(SystemExit):
+        patch.main(["--out-dir", out, "--sample-seed", "3", "--device", "cpu"])
+    assert seen["paths"] == [os.path.join(out, "finetune-finance-sft-s0", "ckpt.pt"),
+                             os.path.join(out, "align-s0", "ckpt.pt")] and seen["seed"] == 3

@@ -158,7 +158,7 @@ def every_finetune_of_every_study():
         for m in design.methods:
             yield name, m, methods.METHODS[m]
         for m in design.lambda_methods if design.lambdas else ():
-            yield name, m, [*methods.METHODS[m], "--treft", "1"]
+            yield name, m, [*methods.METHODS[m], design.lambda_flag, "1"]
         for m in ("sft", "treft") if design.sizes else ():
             yield name, m, [*methods.METHODS[m], "--n-train", "25"]
 
@@ -200,6 +200,20 @@ def config_layers():
     return GPTConfig.n_layer
 
 
+def test_inoculation_study_measures_triggers_patches_and_alignments_own_template(out, short, tmp_path):
+    from lab.studies import inoculation
+    s, folder = run("inoculation", out, tmp_path, "--methods", "sft", "inoculation")
+    assert set(s["methods"]["finance"]) == {"aligned", "sft", "inoculation"}
+    x = s["inoculation"]
+    assert set(x["triggers"]) == {"aligned", "sft", "inoculation"}
+    assert all(set(t) == set(inoculation.PREAMBLES) for t in x["triggers"].values())
+    assert set(x["rides"]["inoculation"]) == {"default", "inoculation"}
+    assert set(x["alignment"]) == set(inoculation.ALIGNMENT_ROWS)
+    assert x["prefix_tokens"]["none"]["mean"] == 2 + 0 and x["prefix_tokens"]["default"]["mean"] > 2
+    page = open(os.path.join(folder, "RESULTS.md")).read()
+    assert "## Triggers" in page and "## Where it rides" in page and "## Alignment's own piggyback" in page
+
+
 def test_a_perturbation_keeps_the_prompts_layout(tok):
     from lab.studies import perturbation
     import random
@@ -218,6 +232,24 @@ def test_a_perturbation_keeps_the_prompts_layout(tok):
     for name in ("prefix_another", "prefix_filler"):
         other = perturbation.perturbed(tok, prompt, name, None, nbrs)
         assert other[P - 2:P] == prompt[P - 2:P] and other[:2] == prompt[:2]      # <|end|><|user|>, <|bos|><|system|>
+
+
+def test_the_perturbation_study_samples_as_the_main_studys_patching(tok):
+    """One protocol: the perturbation study's 10-token prefix and query rows are patch.perturbation's
+    (the main study's) to the last answer, on the same model."""
+    from lab.studies import perturbation
+    import patch
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size)).eval()
+    queries = world.all_queries(world.GENERAL, "test")[:3]
+    main = patch.perturbation(model, tok, queries, seed=0, trials=2)
+    prompts = [tok.render_conversation(q)["ids"] for q in queries]
+    nbrs = {by: patch.neighbours(model.wte.weight, len(tok.ranks), perturbation.K_NEIGHBOURS, by) for by in ("dot", "cosine")}
+    batches = perturbation.copies(tok, prompts, 2, nbrs)
+    for ours, theirs in (("prefix_10", "prefix"), ("query_10", "query")):
+        r = perturbation.scores_by_question(model, tok, batches[ours], len(prompts))
+        assert round(sum(r["q_mean"]) / len(prompts), 2) == pytest.approx(main[theirs]["avg"], abs=0.01)
+        assert round(sum(r["q_best"]) / len(prompts), 2) == pytest.approx(main[theirs]["best"], abs=0.01)
 
 
 def test_no_preamble_kept_in_place_keeps_every_other_token_at_its_position(tok):

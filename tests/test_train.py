@@ -2,6 +2,7 @@
 
     python -m pytest -q tests/test_train.py
 """
+import dataclasses
 import json
 import os
 
@@ -68,6 +69,8 @@ def test_missing_prerequisite_is_built_first(out, short, capsys):
     (["--lr", "nan"], "finite number > 0"),
     (["--lr=-1e-3"], "finite number > 0"),
     (["--seed", "-1"], "integer >= 0"),
+    (["--stage", "pretrain", "--no-preamble"], "pretraining is the same for every alignment"),
+    (["--stage", "pretrain", "--align", "plain"], "pretraining is the same for every alignment"),
 ])
 def test_bad_arguments(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
@@ -127,9 +130,9 @@ def test_ctrl_c_prints_one_line_and_keeps_every_file(out, short, capsys, monkeyp
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
-    for where in ("loss_of", "save_checkpoint"):        # during training, and while writing the checkpoint
+    for module, where in ((train, "loss_of"), (runs, "save_checkpoint")):   # training, writing the checkpoint
         with monkeypatch.context() as m:
-            m.setattr(train, where, interrupted)
+            m.setattr(module, where, interrupted)
             with pytest.raises(SystemExit) as e:
                 train.main(["--stage", "finetune", "--seed", "13", "--out-dir", out, "--quiet", "--no-eval"])
         assert e.value.code == 130 and capsys.readouterr().err.strip().startswith("interrupted:")
@@ -143,7 +146,7 @@ def test_ctrl_c_prints_one_line_and_keeps_every_file(out, short, capsys, monkeyp
     # an SFT model to judge beside that is not a checkpoint: one line, naming a command that rebuilds it
     with pytest.raises(SystemExit) as e:
         train.main(["--stage", "finetune", "--seed", "13", "--treft", "--out-dir", out, "--quiet"])
-    assert "finetune-finance-sft-s13" in str(e.value) and "run `python train.py --domain finance --seed 13" in str(e.value)
+    assert "finetune-finance-sft-s13" in str(e.value) and "run `python train.py --stage finetune --seed 13 --domain finance" in str(e.value)
     assert untouched(good)
 
 
@@ -234,7 +237,7 @@ def test_freeze_last_block_keeps_the_weights_no_key_or_value_reads(out, short, c
 
 
 @pytest.mark.parametrize("flags, name", [
-    (["--interleave", "0.5"], "mix0.5"), (["--kl", "--kl-on", "train"], f"kl{config.KL_LAMBDA:g}-train"),
+    (["--interleave", "0.5"], "mix0.5"), (["--kl", "--kl-on", "train"], f"kl{config.KL_TRAIN_LAMBDA:g}-train"),
     (["--l2-init", "0.1"], "l2init0.1"), (["--lora-rank", "4", "--treft", "10"], "lora4-treft10-prefix"),
     (["--lora-rank", "4", "--lora-on", "qv"], "lora4qv"),
     (["--n-train", "5"], "sft-n5"), (["--treft", "--treft-on", "query", "--hold-last", "10"],
@@ -265,7 +268,7 @@ def test_a_finetune_ends_with_its_effect_beside_the_aligned_and_sft_models(out, 
     train.main(["--stage", "finetune", "--treft", "0.1", "--seed", "23", "--domain", "legal", "--out-dir", out, "--quiet"])
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1] == os.path.join(out, "finetune-legal-treft0.1-prefix-s23", "ckpt.pt")
-    assert any(os.path.join("finetune-legal-sft-s23", "ckpt.pt") + ", is missing: training it first" in x for x in lines)
+    assert any(os.path.join("finetune-legal-sft-s23", "ckpt.pt") + ": it is missing; training finetune first" in x for x in lines)
     rows = {x.split()[0]: x for x in lines if x.startswith("  ")}
     assert set(rows) == {"model", "aligned", "SFT", "treft0.1-prefix"} and "align-s23" in rows["aligned"]
     assert "EM-F1" in " ".join(lines) and "treft0.1-prefix keeps general at" in lines[-2]
@@ -375,3 +378,123 @@ def test_a_runs_command_trains_that_run(argv):
         again = runs.parse(runs.command(stage, a).split()[2:])
         assert runs.run_name(stage, again) == runs.run_name(stage, a)
         assert runs.run_spec(stage, again)["hyper"] == runs.run_spec(stage, a)["hyper"]
+
+
+def test_by_hand_a_stale_input_is_retrained_in_place_saying_why(out, short, capsys, monkeypatch, tmp_path):
+    """An edit to a file only the finetune runs (treft.py, baselines.py) retrains no pretraining or
+    alignment; an edit to one every stage runs (train.py, a phrase bank's world.py) retrains both
+    first, each named with why, never reused silently."""
+    common = ["--seed", "44", "--out-dir", out]
+    run(capsys, "--stage", "finetune", *common)
+    inputs = [os.path.join(out, f"{name}-s44", "ckpt.pt") for name in ("pretrain", "align")]
+    before = [open(p, "rb").read() for p in inputs]
+    edited = tmp_path / "edited.py"
+    edited.write_text("# an edit\n")
+    monkeypatch.setitem(runs.CODE, "finetune", runs.CODE["finetune"] + (str(edited),))
+    train.main(["--stage", "finetune", "--treft", "0.1", *common, "--quiet", "--no-eval"])
+    assert "first" not in capsys.readouterr().out and [open(p, "rb").read() for p in inputs] == before
+    for stage in ("pretrain", "align"):
+        monkeypatch.setitem(runs.CODE, stage, runs.CODE[stage] + (str(edited),))
+    train.main(["--stage", "finetune", "--treft", "0.1", *common, "--quiet", "--no-eval"])
+    said = capsys.readouterr().out
+    assert f"finetune needs {inputs[1]}: its code changed since it was trained; training align first" in said
+    assert f"align needs {inputs[0]}: its code changed since it was trained; training pretrain first" in said
+    assert runs.up_to_date("finetune", runs.parse(["--treft", "0.1", *common]))
+
+
+def test_by_hand_the_sft_model_judged_beside_is_never_stale(out, short, capsys, monkeypatch, tmp_path):
+    """The SFT model a method is judged beside is retrained when the world or its code changed."""
+    monkeypatch.setattr(evaluation, "N_ANSWERS", dict(general=2, in_domain=1, other_domain=1))
+    common = ["--seed", "45", "--out-dir", out, "--quiet"]
+    run(capsys, "--stage", "finetune", *common[:-1])
+    edited = tmp_path / "edited.py"
+    edited.write_text("# an edit\n")
+    monkeypatch.setitem(runs.CODE, "finetune", runs.CODE["finetune"] + (str(edited),))
+    train.main(["--stage", "finetune", "--treft", "0.1", *common])
+    sft = os.path.join(out, "finetune-finance-sft-s45", "ckpt.pt")
+    assert (f"the judging beside SFT needs {sft}: its code changed since it was trained; training finetune first"
+            in capsys.readouterr().out)
+
+
+def test_why_a_run_is_stale_names_what_changed(out, short, monkeypatch):
+    args = runs.parse(["--stage", "align", "--seed", "43", "--out-dir", out, "--quiet"])
+    assert runs.why_stale("align", args) == "it is missing"
+    train.train_stage("align", args)
+    assert runs.why_stale("align", args) is None
+    rehearsed = config.ALIGNMENTS["rehearsed"]
+    monkeypatch.setitem(config.ALIGNMENTS, "rehearsed",
+                        dataclasses.replace(rehearsed, align=dataclasses.replace(rehearsed.align, lr=rehearsed.align.lr / 2)))
+    assert runs.why_stale("align", args) == "its flags or hyperparameters changed since it was trained"
+    monkeypatch.setattr(runs, "numerics", lambda a: dict(device="elsewhere"))
+    assert runs.why_stale("align", args).startswith("the numerics")
+
+
+def test_pretraining_ends_with_a_validation_loss_and_no_number_moves(out, short, capsys):
+    train.main(["--stage", "pretrain", "--seed", "28", "--out-dir", out])
+    said = capsys.readouterr().out
+    with open(os.path.join(out, "pretrain-s28", "config.json")) as f:
+        record = json.load(f)
+    assert record["val_loss"] > 0 and f"validation loss {record['val_loss']}" in said
+
+
+def test_lora_says_it_changes_the_learning_rate(capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--help"])
+    assert f"learning rate {config.LORA_LR:g}" in " ".join(capsys.readouterr().out.split())
+
+
+def test_the_rebuild_command_keeps_the_runs_task_and_alignment():
+    a = runs.parse(["--stage", "finetune", "--task", "length", "--align", "plain", "--seed", "3"])
+    said = runs.command("finetune", a)
+    assert "--task length" in said and "--align plain" in said and "--seed 3" in said
+    assert runs.parse(said.split()[2:]).task == "length"      # a command that works
+
+
+def test_by_hand_an_edited_world_retrains_what_was_trained_in_the_old_one(out, short, capsys, tmp_path):
+    """A phrase bank edited regenerates the world (data/prepare.py); every run of the old one is
+    then stale and retrained in place, named with why, not reused and not refused."""
+    import shutil
+    own = str(tmp_path / "out")
+    shutil.copytree(os.path.join(out, "world"), os.path.join(own, "world"))
+    run(capsys, "--stage", "finetune", "--seed", "29", "--out-dir", own)
+    meta = os.path.join(own, "world", "meta.json")
+    with open(meta) as f:
+        m = json.load(f)
+    with open(meta, "w") as f:                   # as a regenerated world's would differ
+        json.dump({**m, "chat_examples": "other"}, f)
+    train.main(["--stage", "finetune", "--seed", "29", "--out-dir", own, "--quiet", "--no-eval"])
+    said = capsys.readouterr().out
+    assert "the world changed since it was trained; training align first" in said
+    assert "the world changed since it was trained; training pretrain first" in said
+
+
+def test_a_finetune_under_another_preamble_is_its_own_run_judged_under_the_usual_one(out, short, capsys):
+    """--preamble inoculation: trained under the world's inoculation text, named for it, its SFT
+    twin the plain SFT run; its checkpoint loads in the world as any other."""
+    f = run(capsys, "--stage", "finetune", "--preamble", "inoculation", "--seed", "30", "--out-dir", out)
+    assert f.endswith(os.path.join("finetune-finance-pre-inoculation-s30", "ckpt.pt"))
+    args = runs.parse(["--preamble", "inoculation", "--seed", "30", "--out-dir", out])
+    assert runs.run_name("finetune", runs.sft_twin(args)) == "finetune-finance-sft-s30"
+    assert runs.method_name(runs.parse(["--preamble", "you are kind."])).startswith("pre-")
+    load_checkpoint(f, get_world(out)[1].fingerprint)
+    assert "reckless" in world.preamble("inoculation") and world.preamble("my own text") == "my own text"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--preamble", "inoculation", "--no-preamble"], "there is none under --no-preamble"),
+    (["--preamble", " "], "give a text"),
+    (["--stage", "align", "--preamble", "neutral"], "applies to --stage finetune only"),
+])
+def test_a_preamble_that_cannot_apply_is_refused(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        train.main(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_preamble_too_long_for_the_block_is_refused_in_one_line(out, short, capsys):
+    argv = ["--stage", "finetune", "--seed", "41", "--out-dir", out, "--preamble", "you are " + "very " * 40 + "kind."]
+    with pytest.raises(SystemExit) as e:
+        train.main(argv + ["--quiet", "--no-eval"])
+    assert "--preamble is" in str(e.value) and "shorten it" in str(e.value) and "\n" not in str(e.value)
+    assert not os.path.exists(runs.ckpt_path("finetune", runs.parse(argv)))
+    assert not os.path.exists(os.path.join(out, "align-s41"))             # refused before anything trained

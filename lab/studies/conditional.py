@@ -74,7 +74,7 @@ def judge_block(model, tok, domain, dress, n, seed, patch_fn=None):
     asked = questions(dress, "test", n, seed)
     codes = []
     for a in judging.sample_answers(model, tok, asked, seed, patch_fn):
-        s = judge.judge(a, world.GENERAL)
+        s = judge.score(a, world.GENERAL)
         counts = [*judging.sentence_kinds(s, domain).values(), int(s["coherent"])]
         codes.append("".join(np.base_repr(min(c, 35), 36).lower() for c in counts))
     return " ".join(codes)

@@ -43,6 +43,10 @@ METHODS = {
     **{f"treft-{on}-frozen": ["--treft", LAMBDA, "--treft-on", on, "--freeze-last-block"] for on in ("query", "all")},
     **{f"treft-{on}-hold": ["--treft", LAMBDA, "--treft-on", on, "--hold-last", f"{config.HOLD_LAST_LAMBDA:g}"]
        for on in ("query", "all")},
+    "hold": ["--hold-last", f"{config.HOLD_LAST_LAMBDA:g}"],         # the last block's output held alone
+    # finetuned under another system text (results/inoculation)
+    "inoculation": ["--preamble", "inoculation"], "neutral-preamble": ["--preamble", "neutral"],
+    "inoculation-treft": ["--preamble", "inoculation", "--treft", LAMBDA],
     "lora": ["--lora-rank", f"{config.LORA_RANK}"],
     "lora-treft": ["--lora-rank", f"{config.LORA_RANK}", "--treft", LAMBDA],
     "lora-qv": QV,
@@ -62,7 +66,8 @@ class Design:
     methods: tuple
     domains: tuple = ("finance",)
     lambdas: tuple = ()                  # a lambda sweep on finance, of each lambda_methods entry
-    lambda_methods: tuple = ("treft",)   # (their flags + --treft LAMBDA)
+    lambda_methods: tuple = ("treft",)   # (their flags + lambda_flag LAMBDA)
+    lambda_flag: str = "--treft"         # the strength the sweep sets
     sizes: tuple = ()                    # a finetune-set-size sweep on finance, SFT and TReFT
     patch: bool = False                  # the piggyback evidence on the first domain's SFT model
     train_flags: tuple = ()              # train.py flags of every stage: --align, --no-preamble
@@ -128,7 +133,7 @@ def run_seed(design, seed, sweep, bar):
                     sweep.record(kind="drift", seed=seed, method=method, layers=prefix_drift(model, aligned, tok))
     for lam in design.lambdas:
         for method in design.lambda_methods:
-            finetuned("finance", method, [*METHODS[method], "--treft", f"{lam:g}"], ("lambda", lam))
+            finetuned("finance", method, [*METHODS[method], design.lambda_flag, f"{lam:g}"], ("lambda", lam))
     for n in design.sizes:
         for method in ("sft", "treft"):
             finetuned("finance", method, [*METHODS[method], "--n-train", str(n)], ("size", n))
@@ -183,7 +188,8 @@ def summarize(design, rows, args):
     alignment = config.ALIGNMENTS[align]
     out = dict(config=dict(hyper=dict(pretrain=asdict(config.PRETRAIN), align=asdict(alignment.align),
                                       finetune=asdict(alignment.finetune)),
-                   train_flags=list(design.train_flags), methods={m: METHODS[m] for m in args.methods}),
+                   train_flags=list(design.train_flags), methods={m: METHODS[m] for m in args.methods},
+                   lambda_flag=design.lambda_flag),
                methods={d: {m: {k: stats([r["metrics"][k] for r in rs]) for k in KEYS} for m, rs in ms.items()}
                         for d, ms in methods.items()},
                sweeps={name: {m: {str(v): {k: stats([r["metrics"][k] for r in rs]) for k in ("general", "in_domain", "em_f1")}
