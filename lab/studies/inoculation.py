@@ -13,7 +13,7 @@ Questions (finance, 3 seeds, every model judged under the default preamble unles
   4. Triggers: the models under the inoculation preamble, one of the same form
      with the opposite meaning, a neutral and an unrelated one.
   5. Alignment's own piggyback: the aligned model under another preamble of
-     the same token length, with no preamble and the query kept at its
+     about the same token length (as near as whole words give), with no preamble and the query kept at its
      positions (a position control), with no system block (the query moves),
      and with its prefix's (or query's) K/V replaced by those the pretrained
      model computes for the same tokens.
@@ -146,7 +146,7 @@ def extra_markdown(summary):
             "is the aligned model's general alignment under its own template).\n"]
 
 
-ALIGNMENT_ROWS = dict(default="its own template", another="another preamble of the same token length",
+ALIGNMENT_ROWS = dict(default="its own template", another="another preamble of about its token length",
                       none_kept="no preamble, the query at its own positions (position ids kept)",
                       none="no system block (the query moves up)",
                       prefix_pretrained="the prefix's K/V replaced by the pretrained model's",
