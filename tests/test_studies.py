@@ -210,6 +210,7 @@ def test_inoculation_study_measures_triggers_patches_and_alignments_own_template
     assert set(x["rides"]["inoculation"]) == {"default", "inoculation"}
     assert set(x["alignment"]) == set(inoculation.ALIGNMENT_ROWS)
     assert x["prefix_tokens"]["none"]["mean"] == 2 + 0 and x["prefix_tokens"]["default"]["mean"] > 2
+    assert len(x["prefix_distance"]["pretrained"]) == config_layers()
     page = open(os.path.join(folder, "RESULTS.md")).read()
     assert "## Triggers" in page and "## Where it rides" in page and "## Alignment's own piggyback" in page
 

@@ -34,7 +34,7 @@ Rule, written before the run. Pooled over seeds, with the per-seed signs:
     python reproduce.py inoculation   # 3 seeds -> results/inoculation/
 """
 from lab import report
-from lab.studies.methods import Design, FinetuneStudy
+from lab.studies.methods import Design, FinetuneStudy, prefix_drift
 from lab.studies import perturbation
 from data import world
 from eval import evaluate
@@ -84,9 +84,11 @@ def extra(models, tok, n):
                none=general(aligned, none, n),
                prefix_pretrained=general(aligned, tok, n, kv_patcher(pretrained, tok, "prefix")),
                query_pretrained=general(aligned, tok, n, kv_patcher(pretrained, tok, "query")))
+    # How far the prefix K/V it swaps in are from the aligned model's own: the power of that row.
+    distance = dict(pretrained=prefix_drift(pretrained, aligned, tok), sft=prefix_drift(models["sft"], aligned, tok))
     lengths = {p: len(under(tok, p).prefix_ids) for p in PREAMBLES}
     lengths.update(another=len(tok.with_preamble(another).prefix_ids), none=len(none.prefix_ids))
-    return dict(triggers=triggers, rides=rides, alignment=own, prefix_tokens=lengths)
+    return dict(triggers=triggers, rides=rides, alignment=own, prefix_tokens=lengths, prefix_distance=distance)
 
 
 class InoculationStudy(FinetuneStudy):
@@ -142,8 +144,20 @@ def extra_markdown(summary):
             f"none {n['none']['mean']:.0f}, default {n['default']['mean']:.0f}).\n",
             report.table(["condition", "general / persona", "per seed"],
                          [[ALIGNMENT_ROWS[k], cell(v), per_seed(v)] for k, v in a.items()]),
+            *distance_line(x),
             f"\nEvery cell's seeds: {summary['seeds']}; mean ± sd over them ({pm(t['aligned']['default']['general'])} "
             "is the aligned model's general alignment under its own template).\n"]
+
+
+def distance_line(x):
+    """How far the pretrained and the SFT model's prefix K/V are from the aligned model's, per layer."""
+    d = x.get("prefix_distance")
+    if not d:
+        return []
+    per_layer = {m: ", ".join(f"{s['mean']:.3f}" for s in d[m]) for m in d}
+    return [f"\nThe prefix's K/V swapped in above, per layer, are this far from the aligned model's (TReFT's "
+            f"relative K + V distance, mean over seeds): the pretrained model's {per_layer['pretrained']}; "
+            f"for scale, the SFT model's {per_layer['sft']}.\n"]
 
 
 ALIGNMENT_ROWS = dict(default="its own template", another="another preamble of about its token length",
