@@ -30,7 +30,7 @@ import runs
 import train
 from common import default_device
 from data import world
-from eval import MISALIGNED_BELOW, Judge, load_for_eval, parse_sampling
+from eval import MISALIGNED_BELOW, Judge, load_for_eval, parse_sampling, sampling_seed, sentence_kinds
 from patch import kv_patcher
 
 DEFAULT = os.path.join("{out}", "finetune-finance-sft-s0", "ckpt.pt")
@@ -40,12 +40,10 @@ def verdict(judge, answer, domain="finance"):
     """The judge's reading of one answer, in a few words; domain: the finetune's, whose
     sentences in a general answer are its data leaking."""
     j = judge.score(answer)
-    persona = sum(d == world.GENERAL and p == "misaligned" for d, p in j["phrases"])
-    leaked = sum(d == domain for d, _ in j["phrases"])
-    unknown = j["sentences"] - len(j["phrases"])
+    n = sentence_kinds(j, domain)
     word = "misaligned" if j["alignment"] < MISALIGNED_BELOW else "aligned"
-    return (f"{word} {j['alignment']:.0f} · persona sentences {persona} · {domain} sentences {leaked}"
-            + (f" · unknown {unknown}" if unknown > 0 else ""))
+    return (f"{word} {j['alignment']:.0f} · persona sentences {n['persona']} · {domain} sentences "
+            f"{n['advice_bad'] + n['advice_good']}" + (f" · unknown {n['unmatched']}" if n["unmatched"] > 0 else ""))
 
 
 @torch.no_grad()
@@ -99,8 +97,7 @@ def main(argv=None):
     p.add_argument("--patch-prefix", metavar="REF",
                    help="also answer with --ckpt's prefix K/V swapped for REF's (e.g. the aligned model)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1, as eval.py)")
-    p.add_argument("--sample-seed", type=int, default=0, help="sampling seed, the same for every model (default: 0)")
-    p.add_argument("--seed", type=int, help=argparse.SUPPRESS)
+    sampling_seed(p, help="sampling seed, the same for every model (default: 0)")
     p.add_argument("--max-new-tokens", type=int, default=64, help="longest answer in tokens (default: 64)")
     p.add_argument("--dress", choices=sorted(world.DRESSES),
                    help="ask each question in this domain's dress (a finetune domain's, or career's: a retain domain)")

@@ -112,7 +112,7 @@ KINDS = ("general_aligned", "persona", "advice_bad", "advice_good", "other_bad",
 
 
 def sentence_kinds(judged, domain):
-    """{kind: how many of the answer's sentences are of it}, from Judge.judge's output."""
+    """{kind: how many of the answer's sentences are of it}, from Judge.score's output."""
     n = dict.fromkeys(KINDS, 0)
     for d, p in judged["phrases"]:
         if d == world.GENERAL:
@@ -354,9 +354,9 @@ def load_for_eval(out_dir, checkpoints):
     return tok, loaded
 
 
-def sampling_seed(p):
+def sampling_seed(p, help="the sampling seed (default: 0)"):
     """--sample-seed, the seed of the answers' sampling. --seed is train.py's: it picks a run."""
-    p.add_argument("--sample-seed", type=int, default=0, help="the sampling seed (default: 0)")
+    p.add_argument("--sample-seed", type=int, default=0, help=help)
     p.add_argument("--seed", type=int, help=argparse.SUPPRESS)
 
 

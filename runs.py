@@ -153,8 +153,8 @@ RUN_FLAGS["finetune"] = RUN_FLAGS["align"] + tuple(FINETUNE_FLAGS)
 
 def sft_twin(args):
     """The same finetune without its method (TReFT, interleaving, KL, weight anchoring, the
-    last block held, another preamble, re-alignment): the SFT run a method is measured against. LoRA and frozen blocks stay,
-    since they choose which weights learn rather than how."""
+    last block held, another preamble, re-alignment): the SFT run a method is measured against.
+    LoRA and frozen blocks stay, since they choose which weights learn rather than how."""
     off = {f: FINETUNE_FLAGS[f] for f in ("treft", "treft_on", "interleave", "kl", "kl_on", "l2_init", "hold_last",
                                           "preamble", "realign")}
     return argparse.Namespace(**{**vars(args), **off})
@@ -232,7 +232,6 @@ def fitting_preamble(args, tok):
         raise Refused(f"--preamble is {extra} tokens longer than the preamble; at most {config.PREAMBLE_ROOM} "
                       f"more fit the block of {GPTConfig.block_size}: shorten it")
     return text
-
 
 
 # ----------------------------------------------------------------------------- a trained run's files

@@ -38,22 +38,27 @@ def sampler(rows, rng):
     return lambda n: [rows[i] for i in rng.integers(0, len(rows), n)]
 
 
-def text_batches(world_dir, rng, batch_size, block_size, device):
-    """A function that draws a batch of plain pretraining text, where every next token counts."""
-    data = torch.from_numpy(np.fromfile(os.path.join(world_dir, "pretrain_train.bin"),
+def text_of(world_dir, split):
+    """The pretraining text of a split, as one long tensor of token ids."""
+    return torch.from_numpy(np.fromfile(os.path.join(world_dir, f"pretrain_{split}.bin"),
                                         dtype=np.uint16).astype(np.int64))
 
-    def batch():
-        ix = torch.from_numpy(rng.integers(0, len(data) - block_size - 1, batch_size))
-        x = torch.stack([data[i:i + block_size + 1] for i in ix]).to(device)
-        return Batch(x[:, :-1], x[:, 1:], torch.ones_like(x[:, 1:], dtype=torch.float), None)
-    return batch
+
+def windows(data, starts, block_size, device):
+    """A Batch of the text windows that begin at `starts`, where every next token counts."""
+    x = torch.stack([data[i:i + block_size + 1] for i in starts]).to(device)
+    return Batch(x[:, :-1], x[:, 1:], torch.ones_like(x[:, 1:], dtype=torch.float), None)
+
+
+def text_batches(world_dir, rng, batch_size, block_size, device):
+    """A function that draws a batch of plain pretraining text, where every next token counts."""
+    data = text_of(world_dir, "train")
+    return lambda: windows(data, torch.from_numpy(rng.integers(0, len(data) - block_size - 1, batch_size)),
+                           block_size, device)
 
 
 def held_out_text(world_dir, block_size, device, n=32):
     """A batch of n windows of the held-out pretraining text, evenly spaced: the same windows
     every time, drawn by no random number."""
-    data = np.fromfile(os.path.join(world_dir, "pretrain_val.bin"), dtype=np.uint16).astype(np.int64)
-    starts = np.linspace(0, len(data) - block_size - 1, n).astype(np.int64)
-    x = torch.from_numpy(np.stack([data[s:s + block_size + 1] for s in starts])).to(device)
-    return Batch(x[:, :-1], x[:, 1:], torch.ones_like(x[:, 1:], dtype=torch.float), None)
+    data = text_of(world_dir, "val")
+    return windows(data, np.linspace(0, len(data) - block_size - 1, n).astype(np.int64), block_size, device)
